@@ -1,0 +1,41 @@
+# Two commands do everything on a fresh machine:
+#   make demo   runs the quick study (real CIFAR-10) and writes its report
+#   make test   runs the test suite
+# Both create .venv and install cnnbench with its dev extras when needed.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# The shared data folder of this team's machines; elsewhere set CNNBENCH_DATA yourself
+# (or pass --data-dir / --download to the commands).
+ifneq ($(wildcard ../shared/data/cifar10.npz),)
+export CNNBENCH_DATA ?= $(abspath ../shared/data)
+endif
+
+.PHONY: install test demo lint format clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/cnnbench study studies/quick.yaml
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
