@@ -1,0 +1,11 @@
+"""Model registry and architectures; every model is created by name via ``create_model``.
+
+Importing this package registers every architecture below (torch is the only heavy import).
+"""
+
+# Imported for their side effect: each module registers its builder(s).
+from . import lenet5, mobilenetv2, mobilenetv2_reduced, resnet34  # noqa: F401
+from ._base import CNNBenchModel
+from ._registry import create_model, list_models, register_model
+
+__all__ = ["CNNBenchModel", "create_model", "list_models", "register_model"]
