@@ -1,0 +1,271 @@
+"""Batched augmentation on uint8 tensors, normalisation, and the batch iterator.
+
+No per-image Python anywhere: a random crop with padding plus a horizontal flip is two
+`gather`s with per-image index rows (the padding is never materialised), and batches are
+index tensors into the whole dataset. Every random number comes from the `torch.Generator`
+passed in, so a trainer that saves and restores that generator reproduces an epoch exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["Augment", "AugmentParams", "BatchIterator", "normalize"]
+
+_PADDING_MODES = ("reflect", "zeros")
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """Per-image draws: crop offsets into the padded image, in [0, 2 * padding], and flips."""
+
+    dy: torch.Tensor  # int64 (B,)
+    dx: torch.Tensor  # int64 (B,)
+    flip: torch.Tensor  # bool (B,)
+
+    def __getitem__(self, s: slice | torch.Tensor) -> AugmentParams:
+        return AugmentParams(self.dy[s], self.dx[s], self.flip[s])
+
+    def to(self, device: torch.device | str | None) -> AugmentParams:
+        return AugmentParams(
+            self.dy.to(device, non_blocking=True),
+            self.dx.to(device, non_blocking=True),
+            self.flip.to(device, non_blocking=True),
+        )
+
+
+def _source_index(
+    size: int, offset: torch.Tensor, padding: int, mode: str
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Source row (or column) of each output position, (B, size), and the in-range mask.
+
+    Output position i of image b reads padded position i + offset[b], i.e. source position
+    i + offset[b] - padding, folded back into range by reflection (`reflect`, as `F.pad`) or
+    marked out of range (`zeros`).
+    """
+    pos = torch.arange(size, device=offset.device) + (offset[:, None] - padding)
+    if mode == "reflect":
+        pos = pos.abs()
+        return torch.where(pos > size - 1, 2 * (size - 1) - pos, pos), None
+    inside = (pos >= 0) & (pos < size)
+    return pos.clamp(0, size - 1), inside
+
+
+class Augment:
+    """Random crop after padding by `crop_padding` pixels, then a random horizontal flip.
+
+    Called on a uint8 (B, C, H, W) batch with a generator, it returns a new uint8 batch of
+    the same shape, on the same device (CPU or CUDA). With `crop_padding=0` and
+    `flip=False` it returns the input itself.
+    """
+
+    def __init__(
+        self, crop_padding: int = 4, flip: bool = True, padding_mode: str = "reflect"
+    ) -> None:
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        if padding_mode not in _PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.padding_mode = padding_mode
+
+    def __repr__(self) -> str:
+        return (
+            f"Augment(crop_padding={self.crop_padding}, flip={self.flip}, "
+            f"padding_mode={self.padding_mode!r})"
+        )
+
+    @property
+    def is_identity(self) -> bool:
+        return self.crop_padding == 0 and not self.flip
+
+    def sample(self, n: int, generator: torch.Generator | None) -> AugmentParams:
+        """Draw the parameters of `n` images, on the generator's device; always 3 draws."""
+        device = generator.device if generator is not None else torch.device("cpu")
+        kw = {"generator": generator, "device": device}
+        dy = torch.randint(0, 2 * self.crop_padding + 1, (n,), **kw)
+        dx = torch.randint(0, 2 * self.crop_padding + 1, (n,), **kw)
+        flip = torch.randint(0, 2, (n,), **kw).bool() & self.flip
+        return AugmentParams(dy, dx, flip)
+
+    def apply(self, x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
+        """Augment `x` with given parameters (see `sample`)."""
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if self.is_identity:
+            return x
+        b, c, h, w = x.shape
+        p = self.crop_padding
+        if self.padding_mode == "reflect" and p >= min(h, w):
+            raise ValueError(f"reflect padding {p} needs images larger than {p}, got {h}x{w}")
+        params = params.to(x.device)
+        rows, row_ok = _source_index(h, params.dy, p, self.padding_mode)
+        # a flip reverses the crop's columns: output column j reads crop column w - 1 - j
+        j = torch.arange(w, device=x.device)
+        j = torch.where(params.flip[:, None], w - 1 - j, j)
+        cols, col_ok = _source_index(w, params.dx, p, self.padding_mode)
+        cols = cols.gather(1, j)
+        out = x.gather(2, rows[:, None, :, None].expand(b, c, h, w))
+        out = out.gather(3, cols[:, None, None, :].expand(b, c, h, w))
+        if row_ok is not None and col_ok is not None:
+            col_ok = col_ok.gather(1, j)
+            keep = row_ok[:, None, :, None] & col_ok[:, None, None, :]
+            out = out * keep  # uint8 * bool stays uint8: zero padding
+        return out
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.apply(x, self.sample(len(x), generator))
+
+
+def _affine(
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), (1, C, 1, 1) float32, so that normalised = uint8 * scale + shift."""
+    m = torch.as_tensor(mean, dtype=torch.float64).flatten()
+    s = torch.as_tensor(std, dtype=torch.float64).flatten()
+    if (s <= 0).any():
+        raise ValueError(f"std must be positive, got {s.tolist()}")
+    scale = (1.0 / (255.0 * s)).float().view(1, -1, 1, 1).to(device)
+    shift = (-m / s).float().view(1, -1, 1, 1).to(device)
+    return scale, shift
+
+
+def _apply_affine(
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    shift: torch.Tensor,
+    dtype: torch.dtype,
+    channels_last: bool,
+) -> torch.Tensor:
+    if x.dtype != torch.uint8:
+        raise ValueError(f"expected a uint8 batch, got {x.dtype}")
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = torch.addcmul(shift, x.float(), scale)  # float32 math, whatever the final dtype
+    if channels_last:
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out if dtype == torch.float32 else out.to(dtype)
+
+
+def normalize(
+    x: torch.Tensor,
+    mean: Sequence[float] | torch.Tensor,
+    std: Sequence[float] | torch.Tensor,
+    *,
+    dtype: torch.dtype = torch.float32,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """`(x / 255 - mean) / std` per channel, for a uint8 (B, C, H, W) batch; mean/std in [0, 1].
+
+    Computed in float32, then cast to `dtype`; `channels_last` returns that memory format.
+    """
+    scale, shift = _affine(mean, std, x.device)
+    return _apply_affine(x, scale, shift, dtype, channels_last)
+
+
+class BatchIterator:
+    """Yields `(x, y)` batches of a uint8 image tensor: normalised float `x`, int64 `y`.
+
+    Each pass (`iter`) draws, at its start and from `generator` only, the order (if
+    `shuffle`) and the augmentation parameters of the whole epoch, so the generator's state
+    before a pass fixes that pass, and after it the generator has moved by the same amount
+    however many batches were consumed. Batches are gathered with index tensors on `x`'s
+    device, then moved to `device` (uint8, before augmenting: 4x less traffic than float),
+    augmented and normalised there. For speed on a GPU, put `x` and `y` there first.
+
+    `indices` restricts the pass to those samples (e.g. the train part of a split).
+    `shard=(rank, world)` keeps every `world`-th image of each batch, starting at `rank`:
+    the ranks of a data-parallel job draw the same order and augmentation, and together
+    see exactly the batches a single process would (see `cnnbench.train.distributed`).
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        mean: Sequence[float] | torch.Tensor,
+        std: Sequence[float] | torch.Tensor,
+        augment: Augment | None = None,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        indices: torch.Tensor | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
+        if len(y) != len(x):
+            raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        needs_rng = shuffle or (augment is not None and not augment.is_identity)
+        if needs_rng and generator is None:
+            raise ValueError(
+                "shuffle/augment need a torch.Generator (all randomness comes from it)"
+            )
+        self.x, self.y = x, y
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment if augment is not None and not augment.is_identity else None
+        self.generator = generator
+        self.drop_last = drop_last
+        self.device = torch.device(device) if device is not None else x.device
+        self.channels_last = channels_last
+        self.dtype = dtype
+        self.indices = indices.to(torch.int64).cpu() if indices is not None else None
+        if shard is not None and not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
+        self.shard = shard
+        self._scale, self._shift = _affine(mean, std, self.device)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.x)
+
+    def __len__(self) -> int:
+        n = self.num_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_order(self) -> tuple[torch.Tensor, AugmentParams | None]:
+        """Draw one epoch's sample order and augmentation parameters from the generator."""
+        n = self.num_samples
+        g = self.generator
+        if self.shuffle:
+            assert g is not None
+            order = torch.randperm(n, generator=g, device=g.device)
+        else:
+            order = torch.arange(n)
+        if self.indices is not None:
+            order = self.indices.to(order.device)[order]
+        params = self.augment.sample(n, g) if self.augment is not None else None
+        return order, params
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order, params = self.epoch_order()
+        order = order.to(self.x.device)
+        y_order = order.to(self.y.device)
+        if params is not None:
+            params = params.to(self.device)
+        bs = self.batch_size
+        for i in range(len(self)):
+            s = slice(i * bs, (i + 1) * bs)
+            if self.shard is not None:
+                rank, world = self.shard
+                s = torch.arange(i * bs + rank, min((i + 1) * bs, len(order)), world)
+            xb = self.x.index_select(0, order[s]).to(self.device, non_blocking=True)
+            yb = self.y.index_select(0, y_order[s]).to(self.device, non_blocking=True)
+            if self.augment is not None and params is not None:
+                xb = self.augment.apply(xb, params[s])
+            yield _apply_affine(xb, self._scale, self._shift, self.dtype, self.channels_last), yb
