@@ -1,0 +1,68 @@
+"""The ``cnnbench`` command: one sub-command module per concern, dispatched from here.
+
+Each module in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
+sub-commands with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit code.
+Errors a user can fix (bad config, missing data, unknown model...) end as one line on
+stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+_COMMAND_MODULES = (
+    "cnnbench.cli.train",  # models, train, evaluate
+    "cnnbench.cli.study",  # study, report
+    "cnnbench.cli.explore",  # explore
+    "cnnbench.cli.transfer",  # transfer
+    "cnnbench.cli.bench",  # bench, export, predict, pick
+    "cnnbench.cli.serve",  # serve
+    "cnnbench.cli.tune",  # tune
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; the CLI prints it as one line and exits with 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from cnnbench.data import DataError
+    from cnnbench.train import CheckpointError, ConfigError, RunExistsError
+
+    return (UserError, ConfigError, DataError, CheckpointError, RunExistsError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used to render --help in the docs)."""
+    from cnnbench import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="cnnbench",
+        description="Train, compare, time and ship CNNs for fast-response image classification.",
+    )
+    parser.add_argument("--version", action="version", version=f"cnnbench {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        if importlib.util.find_spec(name) is None:  # TODO(lead): remove once all exist
+            continue
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cnnbench`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _user_errors() as e:
+        print(f"cnnbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cnnbench {args.command}: interrupted", file=sys.stderr)
+        return 130
