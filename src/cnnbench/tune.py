@@ -24,6 +24,7 @@ all stop when ``trials`` finished trials exist. Re-running a killed search conti
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,10 +150,9 @@ def run_search(
     search_dir = Path(runs_dir) / spec.name
     search_dir.mkdir(parents=True, exist_ok=True)
     url = storage or spec.storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
-    if url.startswith("sqlite"):
-        # Heartbeats mark the trials of a killed worker as failed, so a restart does not wait.
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=90)
-    else:
+    # Heartbeats mark the trials of a killed worker as failed, so a restart does not wait.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
     study = optuna.create_study(
         study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True,
