@@ -78,15 +78,14 @@ def config_overrides(args: argparse.Namespace, skip: set[str] = frozenset()) -> 
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from cnnbench.models import create_model, list_models
+    from cnnbench.models import create_model, describe_model, list_models
     from cnnbench.profile import count_macs, count_params
 
     names = list_models(args.pattern)
     rows = []
     for name in names:
         model = create_model(name, num_classes=args.num_classes)
-        doc = (type(model).__doc__ or "").strip().splitlines()
-        rows.append((name, count_params(model), count_macs(model), doc[0] if doc else ""))
+        rows.append((name, count_params(model), count_macs(model), describe_model(name)))
     if args.json:
         print(json.dumps([dict(zip(("name", "params", "macs", "about"), r, strict=True))
                           for r in rows], indent=2))  # fmt: skip

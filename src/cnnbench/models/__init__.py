@@ -6,6 +6,6 @@ Importing this package registers every architecture below (torch is the only hea
 # Imported for their side effect: each module registers its builder(s).
 from . import lenet5, mobilenetv2, mobilenetv2_reduced, resnet34  # noqa: F401
 from ._base import CNNBenchModel
-from ._registry import create_model, list_models, register_model
+from ._registry import create_model, describe_model, list_models, register_model
 
-__all__ = ["CNNBenchModel", "create_model", "list_models", "register_model"]
+__all__ = ["CNNBenchModel", "create_model", "describe_model", "list_models", "register_model"]

@@ -39,6 +39,14 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)]
 
 
+def describe_model(name: str) -> str:
+    """First line of the builder's docstring: what ``cnnbench models`` shows."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(_MODELS))}")
+    doc = (_MODELS[name].__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
 def create_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> CNNBenchModel:
     """Build the model registered as ``name``.
 

@@ -59,7 +59,7 @@ def mobilenetv2_reduced(
     strides: Literal["cifar", "imagenet"] = "cifar",
     inverted_residual_setting: Sequence[Sequence[int]] | None = None,
 ) -> MobileNetV2:
-    """MobileNetV2 with the 10-block reduced table above; CIFAR strides by default."""
+    """The study's reduced MobileNetV2: 10 inverted-residual blocks; CIFAR strides by default."""
     return MobileNetV2(
         num_classes=num_classes,
         in_chans=in_chans,
