@@ -156,8 +156,13 @@ class _Data:
         )  # fmt: skip
 
 
-def build_model(config: RunConfig, num_classes: int) -> nn.Module:
-    """The run's model: fresh, or a transfer child of a parent run."""
+def build_model(
+    config: RunConfig, num_classes: int, ckpt: dict[str, Any] | None = None
+) -> nn.Module:
+    """The run's model: from the run's own checkpoint when resuming (which holds every weight,
+    so a transfer child resumes even if its parent moved), else fresh or a transfer child."""
+    if ckpt is not None:
+        return create_model(**ckpt["model_spec"])
     if config.transfer is not None:
         from cnnbench.train.transfer import build_child
 
@@ -236,6 +241,10 @@ def _train(
             return read_summary(run_dir) or {}
         if (run_dir / "last.pt").is_file():
             ckpt = load_checkpoint(run_dir / "last.pt")
+    if config.transfer is not None and ckpt is None:
+        from cnnbench.train.transfer import check_transfer
+
+        check_transfer(config)  # a bad parent must not leave a half-made run directory
     barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -253,7 +262,7 @@ def _train(
     data = _Data(ds, config, device, dist_info)
     input_size = tuple(ds.x_train.shape[1:])
 
-    model = build_model(config, len(data.classes)).to(device)
+    model = build_model(config, len(data.classes), ckpt).to(device)
     spec = dict(model.cnnbench_spec)
     params, macs = count_params(model), count_macs(model, input_size)
     if data.channels_last:
@@ -284,7 +293,14 @@ def _train(
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [dist_info.local_rank] if device.type == "cuda" else None
-        step_model = DistributedDataParallel(model, device_ids=ids)
+        # DDP registers only the parameters that require grad when it wraps the model; a
+        # gradual transfer unfreezes more later, so it wraps everything and lets DDP skip
+        # the unused ones.
+        gradual = config.transfer is not None and config.transfer.policy == "gradual"
+        if gradual:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        step_model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=gradual)
     if config.compile:
         step_model = torch.compile(step_model)
 
