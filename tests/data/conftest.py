@@ -15,12 +15,10 @@ from cnnbench.data import ImageDataset, load_dataset
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Every data test writes its decoded arrays under a session tmp dir, never ~/.cache."""
-    cache = tmp_path_factory.mktemp("cnnbench-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CNNBENCH_CACHE", str(cache))
-        yield cache
+def _private_cache() -> Iterator[Path]:
+    """The session's private decode cache (set up by tests/conftest.py), never ~/.cache."""
+    cache = Path(os.environ["CNNBENCH_CACHE"])
+    yield cache
 
 
 @pytest.fixture(scope="session")
