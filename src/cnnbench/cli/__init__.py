@@ -30,10 +30,11 @@ class UserError(Exception):
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from cnnbench.bench.errors import BenchError
     from cnnbench.data import DataError
     from cnnbench.train import CheckpointError, ConfigError, RunExistsError
 
-    return (UserError, ConfigError, DataError, CheckpointError, RunExistsError)
+    return (UserError, ConfigError, DataError, CheckpointError, RunExistsError, BenchError)
 
 
 def build_parser() -> argparse.ArgumentParser:
