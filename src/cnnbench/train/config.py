@@ -107,7 +107,7 @@ class RunConfig(BaseModel):
         "auto", description="mixed precision (auto: bf16 on CUDA, off on CPU)"
     )
     channels_last: Literal["auto", "on", "off"] = Field(
-        "auto", description="channels_last memory format (auto: on for CUDA)"
+        "auto", description="channels_last memory format (auto: on; faster on CPU and GPU)"
     )
     compile: bool = Field(False, description="torch.compile the model (GPU; slow to start)")
     threads: int | None = Field(

@@ -38,7 +38,6 @@ _OPTIMIZERS: dict[str, Callable[[Iterable, RunConfig], torch.optim.Optimizer]] =
 def build_optimizer(params: nn.Module | list[dict], config: RunConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.optimizer``; ``params`` is a model or param groups."""
     groups = param_groups(params, config.weight_decay) if isinstance(params, nn.Module) else params
-    # torch's foreach kernels are fastest on both CPU and GPU for our many small tensors.
     return _OPTIMIZERS[config.optimizer](groups, config)
 
 
