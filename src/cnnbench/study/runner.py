@@ -1,0 +1,189 @@
+"""Run every run of a study, resumably, then hand over to the report.
+
+The study's folder is ``<runs_dir>/<study name>/``: ``study.yaml`` (every resolved run config),
+one run directory per run (the trainer's format), and ``report/``. A run whose summary says
+``complete`` is skipped; any other existing run directory is resumed from its ``last.pt``; so a
+study killed at any moment continues where it stopped, never training a finished run twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from cnnbench.study.spec import Study
+from cnnbench.train.config import RunConfig
+
+STUDY_FILE = "study.yaml"
+
+
+@dataclass
+class StudyResult:
+    """What a study run did: runs trained now, skipped as complete, failed (name -> error)."""
+
+    study_dir: Path
+    trained: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    benched: list[str] = field(default_factory=list)
+    bench: bool = True  # measure latency after training (when cnnbench.bench exists)
+
+
+def study_dir(study: Study, runs_dir: str | Path) -> Path:
+    """Where a study's runs and report live: ``<runs_dir>/<study name>``."""
+    return Path(runs_dir) / study.name
+
+
+def write_study_file(study: Study, directory: Path, command: str | None) -> Path:
+    """Write the expanded study (every resolved run config) so the report can reproduce it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / STUDY_FILE
+    data = {**study.to_dict(), "command": command}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def _bench_hook() -> Callable[..., Any] | None:
+    """``cnnbench.bench.measure_run`` when that module exists (it is optional)."""
+    try:
+        from cnnbench.bench import measure_run
+    except (ImportError, AttributeError):
+        return None
+    return measure_run
+
+
+def _measure(run_dir: Path, result: StudyResult, log: Callable[[str], None]) -> None:
+    measure = _bench_hook() if result.bench else None
+    if measure is None or (run_dir / "bench.json").is_file():
+        return
+    try:
+        measure(run_dir, quick=True)
+        result.benched.append(run_dir.name)
+    except Exception as e:  # a failed benchmark must not lose the trained run
+        log(f"latency of {run_dir.name} not measured: {e.__class__.__name__}: {e}")
+
+
+def _train_one(config_json: dict[str, Any], parent: str, command: str, progress: bool) -> str:
+    """Train (or resume, or skip) one run; returns its name. Also the worker entry point."""
+    from cnnbench.train import load_config, train
+
+    config = load_config(config_json)
+    train(config, runs_dir=parent, resume=True, progress=progress, command=command)
+    return config.run_name()
+
+
+def run_study(
+    study: Study,
+    *,
+    runs_dir: str | Path = "runs",
+    workers: int = 1,
+    progress: bool = True,
+    command: str | None = None,
+    bench: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> StudyResult:
+    """Train every run not yet complete; returns what happened. Never raises for one run's
+    failure (it is recorded in ``failed``); KeyboardInterrupt stops everything.
+
+    With ``workers > 1`` runs train in that many spawned processes, each limited to
+    ``cores // workers`` threads unless the run sets ``threads`` itself. With ``bench`` and
+    ``cnnbench.bench`` importable, each trained run's batch-1 CPU latency is measured
+    (``measure_run(run_dir, quick=True)`` writes ``<run>/bench.json``).
+    """
+    from cnnbench.train import is_complete
+
+    def say(msg: str) -> None:
+        (log or (lambda m: tqdm.write(m, file=sys.stderr)))(msg)
+
+    directory = study_dir(study, runs_dir)
+    write_study_file(study, directory, command)
+    result = StudyResult(study_dir=directory, bench=bench)
+    file_cmd = command or (f"cnnbench study {study.source}" if study.source else "cnnbench study")
+    todo: list[RunConfig] = []
+    for config in study.runs:
+        if is_complete(directory / config.run_name()):
+            result.skipped.append(config.run_name())
+        else:
+            todo.append(config)
+    if result.skipped:
+        say(f"{study.name}: {len(result.skipped)} of {len(study.runs)} runs already complete")
+
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    bar = tqdm(
+        total=len(study.runs), initial=len(result.skipped), desc=f"study {study.name}",
+        unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True,
+    )  # fmt: skip
+    try:
+        if workers <= 1:
+            for config in todo:
+                name = config.run_name()
+                try:
+                    _train_one(config.model_dump(mode="json"), str(directory), file_cmd, progress)
+                    result.trained.append(name)
+                    _measure(directory / name, result, say)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except Exception as e:
+                    result.failed[name] = f"{e.__class__.__name__}: {e}"
+                    say(f"run {name} failed: {result.failed[name]}")
+                bar.update(1)
+        else:
+            _run_parallel(todo, directory, file_cmd, workers, threads, result, bar, say)
+            # Latency is measured after training, one run at a time: timing while other
+            # runs train would measure the contention, not the model.
+            for name in result.trained:
+                _measure(directory / name, result, say)
+        # Runs finished earlier may predate cnnbench.bench: measure them too.
+        for name in result.skipped:
+            _measure(directory / name, result, say)
+    finally:
+        bar.close()
+    return result
+
+
+def _run_parallel(
+    todo: list[RunConfig],
+    directory: Path,
+    command: str,
+    workers: int,
+    threads: int,
+    result: StudyResult,
+    bar: tqdm,
+    say: Callable[[str], None],
+) -> None:
+    # spawn: a fresh interpreter per worker, no forked torch thread pools or CUDA state.
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        pending = {}
+        for config in todo:
+            cfg = config.model_dump(mode="json")
+            if cfg.get("threads") is None:
+                cfg["threads"] = threads
+            fut = pool.submit(_train_one, cfg, str(directory), command, False)
+            pending[fut] = config.run_name()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = pending.pop(fut)
+                err = fut.exception()
+                if err is None:
+                    result.trained.append(name)
+                else:
+                    result.failed[name] = f"{err.__class__.__name__}: {err}"
+                    say(f"run {name} failed: {result.failed[name]}")
+                bar.update(1)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)

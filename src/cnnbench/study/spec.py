@@ -1,0 +1,244 @@
+"""The study YAML: a base run config, a grid and/or explicit runs, expanded into RunConfigs.
+
+A study file looks like::
+
+    name: quick               # optional; default: the file's stem
+    description: ...          # optional, shown in the report
+    base: {dataset: cifar10, epochs: 3, ...}   # RunConfig options shared by every run
+    grid:                     # cartesian product of these RunConfig options
+      optimizer: [sgd, adam]
+      seed: [0, 1, 2]
+    runs:                     # optional explicit runs, each merged over base, then crossed
+      - {model: resnet34, optimizer: sgd, lr: 0.1}   # with the grid (non-cartesian tables)
+
+Every expanded run is validated as a RunConfig before anything trains; any problem (unknown
+key, bad value, empty grid, two identical runs) is one ConfigError line naming where it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cnnbench.train.config import ConfigError, RunConfig, load_config
+
+STUDY_KEYS = ("name", "description", "base", "grid", "runs")
+
+# Order and short form of the settings that make up a run's name. ``model``, ``optimizer``,
+# ``lr`` and ``seed`` always appear; the others only when they vary within the study.
+_ALWAYS = ("model", "optimizer", "lr", "seed")
+_PREFIX = {
+    "lr": "lr",
+    "seed": "s",
+    "epochs": "e",
+    "batch_size": "b",
+    "train_subset": "n",
+    "weight_decay": "wd",
+    "label_smoothing": "ls",
+    "momentum": "m",
+    "warmup_epochs": "wu",
+    "val_size": "val",
+    "test_subset": "test",
+}
+# Settings that never change a number a run produces: not part of names or comparisons.
+EXECUTION_KEYS = frozenset(
+    {"name", "threads", "data_dir", "download", "eval_batch_size", "checkpoint_every"}
+)
+_SAFE = re.compile(r"[^A-Za-z0-9._]+")
+
+
+@dataclass
+class Study:
+    """An expanded study: its name, where it came from, and one RunConfig per run."""
+
+    name: str
+    runs: list[RunConfig]
+    source: str | None = None
+    description: str = ""
+    varied: list[str] = field(default_factory=list)  # settings that differ between runs
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``study.yaml`` in the study's folder holds: every resolved run config."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "description": self.description,
+            "varied": self.varied,
+            "runs": [c.model_dump(mode="json") for c in self.runs],
+        }
+
+
+def _fmt_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dict):
+        return "-".join(f"{k}{_fmt_value(v)}" for k, v in sorted(value.items())) or "none"
+    if value is None:
+        return "none"
+    return str(value)
+
+
+def _name_part(key: str, value: Any) -> str:
+    if key in ("model", "optimizer", "schedule"):
+        part = str(value)
+    elif key == "dataset":
+        part = str(value).split(":", 1)[0]
+    elif key == "model_args":
+        part = _fmt_value(value)
+    elif isinstance(value, bool):
+        part = key.replace("_", "") if value else "no" + key.replace("_", "")
+    elif key in _PREFIX:
+        part = _PREFIX[key] + _fmt_value(value)
+    elif key == "transfer" and isinstance(value, dict):
+        part = f"{value.get('policy', 'transfer')}"
+    else:
+        part = key.replace("_", "") + _fmt_value(value)
+    return _SAFE.sub("_", part).strip("_")
+
+
+def run_name(config: dict[str, Any], varied: list[str]) -> str:
+    """``model-[dataset-]optimizer-lrX-[other varied settings-]sY``, deterministic."""
+    keys = ["model"]
+    if "dataset" in varied:
+        keys.append("dataset")
+    keys += ["optimizer", "lr"]
+    keys += sorted(k for k in varied if k not in keys and k not in (*_ALWAYS, "dataset"))
+    keys.append("seed")
+    return "-".join(_name_part(k, config.get(k)) for k in keys)
+
+
+def _as_mapping(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping of run options, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(keys: Any, where: str) -> None:
+    unknown = [k for k in keys if k not in RunConfig.model_fields]
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown run option {unknown[0]!r} "
+            "(see `cnnbench train --help` for the options)"
+        )
+
+
+def _grid_combos(grid: dict[str, Any]) -> list[dict[str, Any]]:
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise ConfigError(f"grid.{key}: expected a list of values, got {values!r}")
+        if not values:
+            raise ConfigError(f"grid.{key}: empty list, the grid would have no runs")
+    keys = list(grid)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*grid.values())]
+
+
+def parse_study(data: Any, *, default_name: str = "study", source: str | None = None) -> Study:
+    """Expand and validate a study given as a dict (the parsed YAML). Raises ConfigError."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a study is a mapping with keys {', '.join(STUDY_KEYS)}")
+    unknown = [k for k in data if k not in STUDY_KEYS]
+    if unknown:
+        raise ConfigError(
+            f"unknown study key {unknown[0]!r}; expected: {', '.join(STUDY_KEYS)} "
+            "(run options go under base:, grid: or runs:)"
+        )
+    name = str(data.get("name") or default_name)
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ConfigError(f"name: {name!r} must use only letters, digits, '.', '_' and '-'")
+    base = _as_mapping(data.get("base"), "base")
+    grid = _as_mapping(data.get("grid"), "grid")
+    explicit = data.get("runs")
+    _check_keys(base, "base")
+    _check_keys(grid, "grid")
+    if explicit is not None and not isinstance(explicit, list):
+        raise ConfigError(f"runs: expected a list of run option mappings, got {explicit!r}")
+    if explicit == [] or (explicit is None and not grid):
+        raise ConfigError("the study has no runs: give a non-empty grid: and/or runs: list")
+    combos = _grid_combos(grid)
+    entries = explicit if explicit is not None else [{}]
+
+    raw: list[tuple[str, dict[str, Any]]] = []
+    for i, entry in enumerate(entries):
+        where = f"runs[{i}]"
+        entry = _as_mapping(entry, where)
+        _check_keys(entry, where)
+        clash = sorted(set(entry) & set(grid))
+        if clash:
+            raise ConfigError(f"{where}: {clash[0]!r} is set both here and in grid:")
+        for combo in combos:
+            raw.append((where, {**base, **entry, **combo}))
+
+    # Validate every run before naming: a bad value fails with where it came from.
+    resolved = []
+    for where, cfg in raw:
+        try:
+            resolved.append(load_config(cfg).model_dump(mode="json"))
+        except ConfigError as e:
+            label = where if explicit is not None else "grid"
+            raise ConfigError(f"{label}: {e}") from None
+
+    varied = sorted(
+        k
+        for k in RunConfig.model_fields
+        if k not in EXECUTION_KEYS and len({yaml.safe_dump(r[k]) for r in resolved}) > 1
+    )
+    runs: list[RunConfig] = []
+    seen: dict[str, int] = {}
+    for i, cfg in enumerate(resolved):
+        name_i = cfg.get("name") or run_name(cfg, varied)
+        if name_i in seen:
+            raise ConfigError(
+                f"runs {seen[name_i] + 1} and {i + 1} of the study are the same run ({name_i}); "
+                "remove the duplicate or give one a different setting"
+            )
+        seen[name_i] = i
+        runs.append(load_config({**cfg, "name": name_i}))
+    return Study(
+        name=name,
+        runs=runs,
+        source=source,
+        description=str(data.get("description") or "").strip(),
+        varied=varied,
+    )
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:
+    """Read, expand and validate a study YAML file. ``overrides`` apply to every run, last.
+
+    Raises ConfigError (one line) on a missing file, bad YAML or any invalid run.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"study file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    if overrides:
+        if not isinstance(data, dict):
+            data = {}
+        _check_keys(overrides, "--set")
+        # Overrides win over base, explicit runs and grid alike; a grid axis they set keeps
+        # one value, so the grid's shape (and "no runs" detection) stays as written.
+        data = dict(data)
+        grid = _as_mapping(data.get("grid"), "grid")
+        data["grid"] = {k: [overrides[k]] if k in overrides else v for k, v in grid.items()}
+        if isinstance(data.get("runs"), list):
+            data["runs"] = [
+                {k: v for k, v in _as_mapping(r, "runs").items() if k not in overrides}
+                for r in data["runs"]
+            ]
+        data["base"] = {**_as_mapping(data.get("base"), "base"), **overrides}
+    try:
+        return parse_study(data, default_name=path.stem, source=str(path))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -1,0 +1,160 @@
+"""A small real study on CIFAR-10: it trains, reports the runs' own numbers, and resumes."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cnnbench.cli import main
+from cnnbench.report.document import read_markdown_table as md_table
+
+SMALL_STUDY = {
+    "description": "two optimizers on a tiny subset",
+    "base": {
+        "model": "lenet5",
+        "dataset": "cifar10",
+        "epochs": 1,
+        "batch_size": 64,
+        "train_subset": 500,
+        "val_size": 200,
+        "test_subset": 200,
+        "threads": 1,
+    },
+    "runs": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.002}],
+}
+NAMES = ["lenet5-sgd-lr0.05-s0", "lenet5-adam-lr0.002-s0"]
+
+
+MEASURED: list[tuple[str, bool]] = []
+
+
+def fake_measure_run(run_dir, quick=False):
+    """Stands in for cnnbench.bench.measure_run (timed for real by tests/bench)."""
+    MEASURED.append((Path(run_dir).name, quick))
+
+
+@pytest.fixture(scope="module")
+def study(data_dir, tmp_path_factory):
+    """The study trained once with two workers (spawned processes, one thread each)."""
+    root = tmp_path_factory.mktemp("study")
+    path = root / "small.yaml"
+    path.write_text(yaml.safe_dump(SMALL_STUDY))
+    runs = root / "runs"
+    argv = ["study", str(path), "--runs-dir", str(runs), "--workers", "2", "--quiet"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cnnbench.study.runner._bench_hook", lambda: fake_measure_run)
+        assert main([*argv, "--data-dir", str(data_dir)]) == 0
+    return path, runs / "small", [*argv, "--no-bench", "--data-dir", str(data_dir)]
+
+
+def test_latency_is_measured_once_per_trained_run(study):
+    assert sorted(MEASURED) == sorted((name, True) for name in NAMES)
+
+
+def test_every_run_is_complete_and_the_study_is_recorded(study):
+    _, folder, _ = study
+    for name in NAMES:
+        summary = json.loads((folder / name / "summary.json").read_text())
+        assert summary["status"] == "complete" and summary["train_images"] == 500
+        assert summary["command"].startswith("cnnbench study ")
+    recorded = yaml.safe_load((folder / "study.yaml").read_text())
+    assert [r["name"] for r in recorded["runs"]] == NAMES
+    assert recorded["varied"] == ["lr", "optimizer"]
+    assert all(r["epochs"] == 1 and r["model"] == "lenet5" for r in recorded["runs"])
+
+
+def test_report_numbers_are_the_runs_numbers(study):
+    _, folder, _ = study
+    report = folder / "report"
+    md = (report / "report.md").read_text()
+    summaries = {n: json.loads((folder / n / "summary.json").read_text()) for n in NAMES}
+
+    rows = {r["Run"]: r for r in md_table(md, "All runs")}
+    assert set(rows) == set(NAMES)
+    for name, s in summaries.items():
+        row = rows[name]
+        assert row["Test acc %"] == f"{100 * s['test_acc']:.2f}"
+        assert row["Best val acc %"] == f"{100 * s['best_val_acc']:.2f}"
+        assert int(row["Params"].replace(",", "")) == s["params"]
+        assert int(row["MACs"].replace(",", "")) == s["macs"]
+        assert float(row["Train time s"]) == pytest.approx(s["train_time_s"], abs=0.05)
+        assert float(row["Images/s"]) == pytest.approx(s["images_per_s"], abs=0.05)
+
+    results = md_table(md, "Results")
+    assert len(results) == 2
+    by_opt = {r["Optimizer"]: r for r in results}
+    for s in summaries.values():
+        row = by_opt[s["optimizer"]]
+        assert row["Test acc % (mean ± std)"] == f"{100 * s['test_acc']:.2f}"
+        assert row["n"] == "1" and row["Architecture"] == "lenet5"
+    best = max(summaries.values(), key=lambda s: s["test_acc"])
+    assert f"{100 * best['test_acc']:.2f} %" in md.split("## Results", 1)[0]  # the verdict
+    for png in ("tradeoff.png", "curves-00.png", "curves-01.png", "effect-optimizer.png"):
+        assert (report / "figures" / png).stat().st_size > 5000
+        assert f"figures/{png}" in md
+
+
+def test_html_report_is_self_contained(study):
+    _, folder, _ = study
+    html = (folder / "report" / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') >= 4
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # no external resource
+    assert "@import" not in html and "<link" not in html
+    assert "lenet5-adam-lr0.002-s0" in html
+
+
+def test_interrupted_study_resumes_without_retraining_complete_runs(study, capsys):
+    _, folder, argv = study
+    done, cut = folder / NAMES[0], folder / NAMES[1]
+    kept = {p.name: p.stat().st_mtime_ns for p in done.iterdir()}
+    before = json.loads((cut / "summary.json").read_text())
+    # A run killed after its last checkpoint but before its summary: metrics.jsonl torn.
+    (cut / "summary.json").unlink()
+    (cut / "metrics.jsonl").write_text('{"epoch": 1, "train_lo')
+    capsys.readouterr()
+    assert main([*argv[:4], *argv[-4:]]) == 0  # in-process this time
+    out = capsys.readouterr().out
+    assert "1 trained, 1 already complete, 0 failed" in out
+    assert {p.name: p.stat().st_mtime_ns for p in done.iterdir()} == kept
+    after = json.loads((cut / "summary.json").read_text())
+    for key in ("test_acc", "best_val_acc", "best_epoch", "params", "macs"):
+        assert after[key] == before[key]  # resumed from last.pt: same model, same numbers
+    assert len((cut / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_run_killed_before_its_first_checkpoint_starts_over(study, capsys):
+    _, folder, argv = study
+    cut = folder / NAMES[0]
+    for p in cut.iterdir():
+        if p.name != "config.yaml":
+            p.unlink()
+    capsys.readouterr()
+    assert main([*argv[:4], "--no-report", *argv[-4:]]) == 0
+    assert "1 trained, 1 already complete" in capsys.readouterr().out
+    assert json.loads((cut / "summary.json").read_text())["status"] == "complete"
+
+
+def test_report_command_rewrites_the_report(study, capsys, tmp_path):
+    _, folder, _ = study
+    assert main(["report", str(folder), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "report.html").is_file()
+    assert (tmp_path / "r" / "figures" / "tradeoff.png").is_file()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no such study folder" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_without_runs_is_exit_2(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert "no complete run" in capsys.readouterr().err
+
+
+def test_shipped_quick_study_dry_run(capsys):
+    repo = Path(__file__).resolve().parents[2]
+    assert main(["study", str(repo / "studies" / "quick.yaml"), "--dry-run"]) == 0
+    assert "4 runs" in capsys.readouterr().out
