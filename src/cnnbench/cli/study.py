@@ -73,7 +73,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     command = _command(args)
     result = run_study(study, runs_dir=args.runs_dir, workers=args.workers,
-                       progress=not args.quiet, command=command, bench=not args.no_bench)  # fmt: skip
+                       progress=not args.quiet, command=command, bench=not args.no_bench,
+                       executor=args.executor, ray_address=args.ray_address,
+                       gpus_per_run=args.gpus_per_run)  # fmt: skip
     print(f"study {study.name}: {len(result.trained)} trained, {len(result.skipped)} already "
           f"complete, {len(result.failed)} failed")  # fmt: skip
     if not args.no_report:
@@ -119,6 +121,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=1,
                    help="runs trained at once, in separate processes, each with cores // N "
                    f"threads (default 1: in this process; this machine has {os.cpu_count()} cores)")  # fmt: skip
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: in this process or --workers processes; ray: one Ray task per "
+                   "run, on this machine or the cluster at --ray-address (pip install "
+                   "'cnnbench[ray]'; --runs-dir must be shared by every node)")  # fmt: skip
+    p.add_argument("--ray-address", default=None,
+                   help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start "
+                   "a local Ray)")  # fmt: skip
+    p.add_argument("--gpus-per-run", type=float, default=0.0,
+                   help="GPUs Ray reserves for each run (fractions share a GPU; default 0)")  # fmt: skip
     p.add_argument("--dry-run", action="store_true",
                    help="validate and list the runs (new / resume / complete), train nothing")  # fmt: skip
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

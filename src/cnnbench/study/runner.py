@@ -21,7 +21,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from cnnbench.study.spec import Study
-from cnnbench.train.config import RunConfig
+from cnnbench.train.config import ConfigError, RunConfig
 
 STUDY_FILE = "study.yaml"
 
@@ -92,6 +92,9 @@ def run_study(
     command: str | None = None,
     bench: bool = True,
     log: Callable[[str], None] | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpus_per_run: float = 0.0,
 ) -> StudyResult:
     """Train every run not yet complete; returns what happened. Never raises for one run's
     failure (it is recorded in ``failed``); KeyboardInterrupt stops everything.
@@ -99,7 +102,10 @@ def run_study(
     With ``workers > 1`` runs train in that many spawned processes, each limited to
     ``cores // workers`` threads unless the run sets ``threads`` itself. With ``bench`` and
     ``cnnbench.bench`` importable, each trained run's batch-1 CPU latency is measured
-    (``measure_run(run_dir, quick=True)`` writes ``<run>/bench.json``).
+    (``measure_run(run_dir, quick=True)`` writes ``<run>/bench.json``). ``executor="ray"``
+    trains the runs as Ray tasks (``cnnbench.study.ray_backend``), locally or on the cluster
+    at ``ray_address``. Transfer children whose parent is a run of the same study start only
+    once their parent's wave has finished.
     """
     from cnnbench.train import is_complete
 
@@ -125,7 +131,7 @@ def run_study(
         unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True,
     )  # fmt: skip
     try:
-        if workers <= 1:
+        if workers <= 1 and executor == "local":
             for config in todo:
                 name = config.run_name()
                 try:
@@ -139,7 +145,12 @@ def run_study(
                     say(f"run {name} failed: {result.failed[name]}")
                 bar.update(1)
         else:
-            _run_parallel(todo, directory, file_cmd, workers, threads, result, bar, say)
+            for wave in _waves(todo, directory):
+                if executor == "ray":
+                    _run_ray(wave, directory, file_cmd, result, bar, say, ray_address,
+                             threads, gpus_per_run)  # fmt: skip
+                else:
+                    _run_parallel(wave, directory, file_cmd, workers, threads, result, bar, say)
             # Latency is measured after training, one run at a time: timing while other
             # runs train would measure the contention, not the model.
             for name in result.trained:
@@ -150,6 +161,62 @@ def run_study(
     finally:
         bar.close()
     return result
+
+
+def _waves(todo: list[RunConfig], directory: Path) -> list[list[RunConfig]]:
+    """Split runs into waves so a transfer child starts after its parent (a run of this study)
+    has finished: parents first, then their children, and so on."""
+    names = {c.run_name(): c for c in todo}
+    here = directory.resolve()
+
+    def parent_of(config: RunConfig) -> str | None:
+        if config.transfer is None:
+            return None
+        parent = Path(config.transfer.parent)
+        parent = parent.parent if parent.suffix == ".pt" else parent
+        if parent.resolve().parent == here and parent.name in names:
+            return parent.name
+        return None
+
+    depth: dict[str, int] = {}
+
+    def level(name: str, seen: tuple[str, ...] = ()) -> int:
+        if name not in depth:
+            parent = parent_of(names[name])
+            if parent in seen:
+                raise ConfigError(f"runs {name} and {parent} are each other's transfer parent")
+            depth[name] = 0 if parent is None else level(parent, (*seen, name)) + 1
+        return depth[name]
+
+    waves: dict[int, list[RunConfig]] = {}
+    for config in todo:
+        waves.setdefault(level(config.run_name()), []).append(config)
+    return [waves[k] for k in sorted(waves)]
+
+
+def _run_ray(
+    todo: list[RunConfig],
+    directory: Path,
+    command: str,
+    result: StudyResult,
+    bar: tqdm,
+    say: Callable[[str], None],
+    address: str | None,
+    threads: int,
+    gpus_per_run: float,
+) -> None:
+    from cnnbench.study.ray_backend import run_with_ray
+
+    def done(name: str, err: BaseException | None) -> None:
+        if err is None:
+            result.trained.append(name)
+        else:
+            result.failed[name] = f"{err.__class__.__name__}: {err}"
+            say(f"run {name} failed: {result.failed[name]}")
+        bar.update(1)
+
+    run_with_ray(todo, directory, command, on_done=done, address=address,
+                 cpus_per_run=threads, gpus_per_run=gpus_per_run)  # fmt: skip
 
 
 def _run_parallel(
