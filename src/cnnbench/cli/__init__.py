@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -49,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in _COMMAND_MODULES:
-        if importlib.util.find_spec(name) is None:  # TODO(lead): remove once all exist
-            continue
         importlib.import_module(name).register(sub)
     return parser
 
