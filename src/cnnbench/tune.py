@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from cnnbench.train.config import ConfigError, RunConfig, load_config
+from cnnbench.train.config import ConfigError, RunConfig, load_config, read_yaml
 
 TUNE_KEYS = ("name", "description", "base", "search", "trials", "storage", "seed",
              "startup_trials", "direction")  # fmt: skip
@@ -78,12 +78,7 @@ def _check_space(space: dict[str, Any]) -> None:
 def load_search(path: str | Path) -> SearchSpec:
     """Read and validate a search file (every corner of the space must be a valid run)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    data = read_yaml(path, "search file")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a search is a mapping with keys {', '.join(TUNE_KEYS)}")
     unknown = [k for k in data if k not in TUNE_KEYS]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.bench.errors import BenchError
+from cnnbench.fileio import write_json_atomic
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -221,14 +221,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def export_run(
     run_dir: str | Path,
     *,
@@ -368,7 +360,7 @@ def export_run(
         if qinfo:
             sidecar["quantization"] = qinfo
         sidecar_path = path.with_suffix(".json")
-        _atomic_json(sidecar_path, sidecar)
+        write_json_atomic(sidecar_path, sidecar)
         entry["sidecar"] = str(sidecar_path)
         result["models"].append(entry)
     result["ok"] = all(m["ok"] for m in result["models"])

@@ -27,6 +27,7 @@ from typing import Any
 
 from cnnbench.bench._worker import run_worker
 from cnnbench.bench.errors import BenchError
+from cnnbench.fileio import write_json_atomic
 
 __all__ = [
     "BACKENDS",
@@ -298,13 +299,7 @@ def measure_run(run_dir: str | Path, quick: bool = True, **kwargs: Any) -> dict[
 
 def write_report(report: dict[str, Any], path: str | Path) -> None:
     """Write a report as JSON atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, report)
 
 
 def fastest(

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from cnnbench.train.config import ConfigError, RunConfig, load_config
+from cnnbench.train.config import ConfigError, RunConfig, load_config, read_yaml
 
 STUDY_KEYS = ("name", "description", "base", "grid", "runs")
 
@@ -217,12 +217,7 @@ def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Stu
     Raises ConfigError (one line) on a missing file, bad YAML or any invalid run.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"study file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    data = read_yaml(path, "study file")
     if overrides:
         if not isinstance(data, dict):
             data = {}

@@ -168,6 +168,17 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """A YAML file's content; ConfigError (one line) if it is missing or not valid YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+
+
 def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
     """Build a RunConfig from a YAML file or a dict, then apply ``overrides`` (None = not given).
 
@@ -178,12 +189,7 @@ def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: 
         data = dict(source)
     elif source is not None:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from e
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

@@ -13,7 +13,6 @@ not depend on whether the process was restarted before it.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 import time
@@ -28,6 +27,7 @@ from tqdm.auto import tqdm
 from cnnbench.data import BatchIterator, ImageDataset, load_dataset, train_val_split
 from cnnbench.data.augment import Augment
 from cnnbench.env import environment
+from cnnbench.fileio import write_json_atomic
 from cnnbench.models import create_model
 from cnnbench.profile import count_macs, count_params
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
@@ -83,12 +83,6 @@ def is_complete(run_dir: str | Path) -> bool:
     """A run is complete once its summary says so (written last, atomically)."""
     summary = read_summary(run_dir)
     return bool(summary) and summary.get("status") == "complete"
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
 
 
 def _check_same_config(old: dict[str, Any], new: RunConfig, run_dir: Path) -> None:
@@ -396,5 +390,5 @@ def _train(
         "world_size": dist_info.world_size,
     }  # fmt: skip
     if main:
-        _write_json_atomic(run_dir / SUMMARY, summary)
+        write_json_atomic(run_dir / SUMMARY, summary)
     return summary
