@@ -16,17 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from cnnbench.study.runner import _train_one
 from cnnbench.train.config import ConfigError, RunConfig
-
-
-def _train_task(config_json: dict[str, Any], parent: str, command: str) -> str:
-    from cnnbench.train import load_config, train
-
-    config = load_config(config_json)
-    train(config, runs_dir=parent, resume=True, progress=False, command=command)
-    return config.run_name()
 
 
 def run_with_ray(
@@ -52,15 +44,15 @@ def run_with_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)  # fmt: skip
     try:
-        remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(
-            _train_task
-        )
+        # The same entry point as the local process pool: train, resume, or skip one run.
+        remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)(_train_one)
         pending = {}
         for config in todo:
             cfg = config.model_dump(mode="json")
             if cfg.get("threads") is None:
                 cfg["threads"] = max(1, int(cpus_per_run))
-            pending[remote.remote(cfg, str(directory.resolve()), command)] = config.run_name()
+            ref = remote.remote(cfg, str(directory.resolve()), command, False)
+            pending[ref] = config.run_name()
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -37,6 +37,14 @@ class StudyResult:
     benched: list[str] = field(default_factory=list)
     bench: bool = True  # measure latency after training (when cnnbench.bench exists)
 
+    def record(self, name: str, err: BaseException | None, say: Callable[[str], None]) -> None:
+        """Note how one run ended (every executor reports through here)."""
+        if err is None:
+            self.trained.append(name)
+        else:
+            self.failed[name] = f"{err.__class__.__name__}: {err}"
+            say(f"run {name} failed: {self.failed[name]}")
+
 
 def study_dir(study: Study, runs_dir: str | Path) -> Path:
     """Where a study's runs and report live: ``<runs_dir>/<study name>``."""
@@ -141,8 +149,7 @@ def run_study(
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except Exception as e:
-                    result.failed[name] = f"{e.__class__.__name__}: {e}"
-                    say(f"run {name} failed: {result.failed[name]}")
+                    result.record(name, e, say)
                 bar.update(1)
         else:
             for wave in _waves(todo, directory):
@@ -208,11 +215,7 @@ def _run_ray(
     from cnnbench.study.ray_backend import run_with_ray
 
     def done(name: str, err: BaseException | None) -> None:
-        if err is None:
-            result.trained.append(name)
-        else:
-            result.failed[name] = f"{err.__class__.__name__}: {err}"
-            say(f"run {name} failed: {result.failed[name]}")
+        result.record(name, err, say)
         bar.update(1)
 
     run_with_ray(todo, directory, command, on_done=done, address=address,
@@ -242,13 +245,7 @@ def _run_parallel(
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                name = pending.pop(fut)
-                err = fut.exception()
-                if err is None:
-                    result.trained.append(name)
-                else:
-                    result.failed[name] = f"{err.__class__.__name__}: {err}"
-                    say(f"run {name} failed: {result.failed[name]}")
+                result.record(pending.pop(fut), fut.exception(), say)
                 bar.update(1)
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
