@@ -181,6 +181,8 @@ class BatchIterator:
     augmented and normalised there. For speed on a GPU, put `x` and `y` there first.
 
     `indices` restricts the pass to those samples (e.g. the train part of a split).
+    `flips` (bool, one per image of `x`) replaces the random flips of the pass: a trainer
+    alternates them over epochs with it.
     `shard=(rank, world)` keeps every `world`-th image of each batch, starting at `rank`:
     the ranks of a data-parallel job draw the same order and augmentation, and together
     see exactly the batches a single process would (see `cnnbench.train.distributed`).
@@ -203,6 +205,7 @@ class BatchIterator:
         dtype: torch.dtype = torch.float32,
         indices: torch.Tensor | None = None,
         shard: tuple[int, int] | None = None,
+        flips: torch.Tensor | None = None,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -228,6 +231,9 @@ class BatchIterator:
         if shard is not None and not 0 <= shard[0] < shard[1]:
             raise ValueError(f"shard must be (rank, world) with 0 <= rank < world, got {shard}")
         self.shard = shard
+        if flips is not None and (flips.dtype != torch.bool or len(flips) != len(x)):
+            raise ValueError("flips must be a bool tensor with one entry per image of x")
+        self.flips = flips.cpu() if flips is not None else None
         self._scale, self._shift = _affine(mean, std, self.device)
 
     @property
@@ -250,6 +256,9 @@ class BatchIterator:
         if self.indices is not None:
             order = self.indices.to(order.device)[order]
         params = self.augment.sample(n, g) if self.augment is not None else None
+        if params is not None and self.flips is not None and self.augment.flip:
+            # Flips decided by the caller per image (e.g. alternating over epochs).
+            params = AugmentParams(params.dy, params.dx, self.flips[order.cpu()].to(params.flip))
         return order, params
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

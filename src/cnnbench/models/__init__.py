@@ -4,7 +4,14 @@ Importing this package registers every architecture below (torch is the only hea
 """
 
 # Imported for their side effect: each module registers its builder(s).
-from . import lenet5, mobilenetv2, mobilenetv2_reduced, resnet34  # noqa: F401
+from . import (  # noqa: F401
+    fastnet,
+    lenet5,
+    mobilenetv2,
+    mobilenetv2_reduced,
+    resnet34,
+    resnet_cifar,
+)
 from ._base import CNNBenchModel
 from ._registry import create_model, describe_model, list_models, register_model
 

@@ -24,6 +24,18 @@ Dropout (``dropout``, default 0.2 as in torchvision) is the last step of ``forwa
 so ``head`` stays a plain ``nn.Linear`` and ``forward == head(forward_features)`` holds; in
 eval mode dropout is the identity, so extracted features are deterministic.
 
+Width variants, registered by name with the CIFAR strides by default: ``mobilenetv2_x0_5``
+and ``mobilenetv2_x0_75`` (``mobilenetv2`` is x1.0; any other multiplier is
+``mobilenetv2(width_mult=...)``). At 32x32 with 10 classes they have 700,490 / 1,368,234 /
+2,236,682 parameters and 27.97 M / 59.31 M / 87.98 M MACs (``cnnbench.profile.count_macs``;
+tested), the same as the CIFAR model zoos' MobileNetV2 x0.5 / x0.75 / x1.0 (e.g.
+chenyaofo/pytorch-cifar-models: 0.70 M / 27.97 M, 1.37 M / 59.31 M, 2.24 M / 87.98 M): they
+use the same two stride changes and also keep the last conv at 1280 channels for
+``width_mult < 1``. That 1280-channel 1x1 conv and the 1280-wide head are why the narrow
+variants shrink less than ``width_mult**2`` would suggest: at x0.5 they (with the conv's BN)
+hold 220,170 of the 700,490 parameters (31%) but only 3.3 M of the 28.0 M MACs (the conv runs
+on the 4x4 map).
+
 The building blocks here (``_make_divisible``, ``ConvBNReLU6``, ``InvertedResidual``,
 ``MobileNetV2``) are shared with ``mobilenetv2_reduced``, which is this architecture with a
 shorter table.
@@ -214,6 +226,46 @@ def mobilenetv2(
         num_classes=num_classes,
         in_chans=in_chans,
         width_mult=width_mult,
+        dropout=dropout,
+        strides=strides,
+        inverted_residual_setting=inverted_residual_setting,
+    )
+
+
+@register_model
+def mobilenetv2_x0_5(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    strides: Literal["cifar", "imagenet"] = "cifar",
+    inverted_residual_setting: Sequence[Sequence[int]] | None = None,
+) -> MobileNetV2:
+    """MobileNetV2 at width 0.5 (last conv stays 1280): ~0.70 M params, ~28 M MACs."""
+    return mobilenetv2(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        width_mult=0.5,
+        dropout=dropout,
+        strides=strides,
+        inverted_residual_setting=inverted_residual_setting,
+    )
+
+
+@register_model
+def mobilenetv2_x0_75(
+    *,
+    num_classes: int = 10,
+    in_chans: int = 3,
+    dropout: float = 0.2,
+    strides: Literal["cifar", "imagenet"] = "cifar",
+    inverted_residual_setting: Sequence[Sequence[int]] | None = None,
+) -> MobileNetV2:
+    """MobileNetV2 at width 0.75 (last conv stays 1280): ~1.37 M params, ~59 M MACs."""
+    return mobilenetv2(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        width_mult=0.75,
         dropout=dropout,
         strides=strides,
         inverted_residual_setting=inverted_residual_setting,

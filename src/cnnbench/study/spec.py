@@ -25,7 +25,13 @@ from typing import Any
 
 import yaml
 
-from cnnbench.train.config import ConfigError, RunConfig, load_config, read_yaml
+from cnnbench.train.config import (
+    ConfigError,
+    RunConfig,
+    execution_only_fields,
+    load_config,
+    read_yaml,
+)
 
 STUDY_KEYS = ("name", "description", "base", "grid", "runs")
 
@@ -46,9 +52,7 @@ _PREFIX = {
     "test_subset": "test",
 }
 # Settings that never change a number a run produces: not part of names or comparisons.
-EXECUTION_KEYS = frozenset(
-    {"name", "threads", "data_dir", "download", "eval_batch_size", "checkpoint_every"}
-)
+EXECUTION_KEYS = execution_only_fields()
 _SAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 

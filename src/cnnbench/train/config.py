@@ -19,7 +19,22 @@ class ConfigError(ValueError):
 
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adadelta"]
-ScheduleName = Literal["constant", "step", "cosine", "onecycle"]
+ScheduleName = Literal["constant", "step", "cosine", "linear", "onecycle"]
+
+# Marks a field that never changes a number the run produces (where it runs, how often it
+# checkpoints, ...): such a field may differ between a run and its resumption, and it is not
+# part of a study's run names or comparisons.
+EXECUTION_ONLY = {"affects_results": False}
+
+
+def execution_only_fields() -> frozenset[str]:
+    """Names of the RunConfig fields marked ``EXECUTION_ONLY``."""
+    return frozenset(
+        name
+        for name, f in RunConfig.model_fields.items()
+        if isinstance(f.json_schema_extra, dict)
+        and f.json_schema_extra.get("affects_results") is False
+    )
 
 
 class TransferConfig(BaseModel):
@@ -53,6 +68,12 @@ class RunConfig(BaseModel):
     name: str | None = Field(
         None,
         description="run name, the folder under --runs-dir (default: model-dataset-optimizer-lr-seed)",
+        json_schema_extra=EXECUTION_ONLY,
+    )
+    recipe: str | None = Field(
+        None,
+        description="named recipe (fast, paper, standard) or a recipe YAML file; its values "
+        "fill every option not given (see `cnnbench recipes`)",
     )
     # --- model
     model: str = Field("mobilenetv2_reduced", description="architecture (see `cnnbench models`)")
@@ -63,9 +84,15 @@ class RunConfig(BaseModel):
     # --- data
     dataset: str = Field("cifar10", description="cifar10, cifar100 or imagefolder")
     data_dir: str | None = Field(
-        None, description="where the data is (default: $CNNBENCH_DATA, else the user cache)"
+        None,
+        description="where the data is (default: $CNNBENCH_DATA, else the user cache)",
+        json_schema_extra=EXECUTION_ONLY,
     )
-    download: bool = Field(False, description="download CIFAR with torchvision if not found")
+    download: bool = Field(
+        False,
+        description="download CIFAR with torchvision if not found",
+        json_schema_extra=EXECUTION_ONLY,
+    )
     image_size: int = Field(32, ge=8, le=1024, description="input size in pixels (imagefolder)")
     label_kind: Literal["fine", "coarse"] = Field(
         "fine", description="CIFAR-100 labels: 100 fine classes or 20 coarse superclasses"
@@ -80,12 +107,39 @@ class RunConfig(BaseModel):
         None, ge=1, description="evaluate on a seeded random subset of this many test images"
     )
     augment: bool = Field(True, description="random crop + horizontal flip while training")
-    crop_padding: int = Field(4, ge=0, description="padding of the random crop, in pixels")
+    crop_padding: int = Field(
+        4, ge=0, description="padding of the random crop (= largest translation), in pixels"
+    )
+    flip: Literal["random", "alternate"] = Field(
+        "random",
+        description="horizontal flips: random per image and epoch, or alternate (random in "
+        "epoch 1, then each image flipped every other epoch)",
+    )
     # --- optimisation
     epochs: int = Field(15, ge=1, description="passes over the training split")
+    budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="train for this many minutes of this machine: a few timed batches set "
+        "--epochs (written to config.yaml), the schedule follows",
+    )
     batch_size: int = Field(128, ge=1, description="images per optimizer step")
     optimizer: OptimizerName = Field("sgd", description="sgd, adam, adamw or adadelta")
-    lr: float = Field(0.01, gt=0, description="peak learning rate (per optimizer step)")
+    lr: float = Field(
+        0.01, gt=0, description="peak learning rate, per --lr-batch images (default: per batch)"
+    )
+    lr_batch: int | None = Field(
+        None,
+        ge=1,
+        description="images per batch that --lr is stated for; the rate is scaled linearly "
+        "to --batch-size (unset: --lr is the rate of one --batch-size step)",
+    )
+    bias_lr_mult: float = Field(
+        1.0,
+        gt=0,
+        description="learning-rate multiplier of 1-D parameters (BatchNorm and biases), "
+        "which are not weight-decayed",
+    )
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
     nesterov: bool = Field(False, description="Nesterov momentum (SGD)")
     weight_decay: float = Field(0.0, ge=0, description="L2 weight decay coefficient")
@@ -98,6 +152,33 @@ class RunConfig(BaseModel):
     step_every: int = Field(30, ge=1, description="step schedule: epochs between decays")
     step_gamma: float = Field(0.1, gt=0, le=1, description="step schedule: decay factor")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the loss")
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="exponential moving average of the weights, decay per optimizer step "
+        "(e.g. 0.99); validation, selection and the test use the averaged weights",
+    )
+    tta: Literal["off", "flip", "flip-translate"] = Field(
+        "off",
+        description="test-time augmentation of the final test: flip (2 views) or "
+        "flip-translate (6 views, +-1 px); the plain figure is always reported too",
+    )
+    bn_momentum: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="BatchNorm running-stat momentum (PyTorch's sense; default: model's)",
+    )
+    bn_freeze_scale: bool = Field(
+        False, description="freeze every BatchNorm scale at 1 (only the shift is learned)"
+    )
+    data_init_images: int = Field(
+        5000,
+        ge=1,
+        description="training images a model's data-dependent init sees (e.g. fastnet's "
+        "whitening stem); never validation or test images",
+    )
     seed: int = Field(0, ge=0, description="seed of the split, the initialisation and the batches")
     # --- execution
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
@@ -111,11 +192,22 @@ class RunConfig(BaseModel):
     )
     compile: bool = Field(False, description="torch.compile the model (GPU; slow to start)")
     threads: int | None = Field(
-        None, ge=1, description="CPU threads for PyTorch (default: all cores)"
+        None,
+        ge=1,
+        description="CPU threads for PyTorch (default: all cores)",
+        json_schema_extra=EXECUTION_ONLY,
     )
-    eval_batch_size: int = Field(500, ge=1, description="images per batch when evaluating")
+    eval_batch_size: int = Field(
+        500,
+        ge=1,
+        description="images per batch when evaluating",
+        json_schema_extra=EXECUTION_ONLY,
+    )
     checkpoint_every: int = Field(
-        1, ge=1, description="write last.pt every this many epochs (best.pt on every new best)"
+        1,
+        ge=1,
+        description="write last.pt every this many epochs (best.pt on every new best)",
+        json_schema_extra=EXECUTION_ONLY,
     )
     transfer: TransferConfig | None = Field(
         None, description="fine-tune from a parent run (see `cnnbench transfer --help`)"
@@ -147,6 +239,13 @@ class RunConfig(BaseModel):
                 f"warmup_epochs ({self.warmup_epochs}) must be shorter than epochs ({self.epochs})"
             )
         return self
+
+    @property
+    def effective_lr(self) -> float:
+        """The peak learning rate of one --batch-size step (--lr scaled from --lr-batch)."""
+        if self.lr_batch is None:
+            return self.lr
+        return self.lr * self.batch_size / self.lr_batch
 
     def run_name(self) -> str:
         """The run folder's name: ``name`` if set, else one derived from the settings."""
@@ -196,6 +295,11 @@ def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: 
             raise ConfigError(f"{path}: expected a mapping of options, got {type(loaded).__name__}")
         data = loaded
     data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("recipe"):
+        from cnnbench.train.recipes import recipe_values
+
+        model = data.get("model", RunConfig.model_fields["model"].default)
+        data = {**recipe_values(data["recipe"], model), **data}
     try:
         return RunConfig.model_validate(data)
     except ValidationError as e:
@@ -204,4 +308,6 @@ def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: 
 
 def dump_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config as YAML (what `cnnbench train --config` reads back)."""
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    from cnnbench.fileio import write_text_atomic
+
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -66,6 +66,34 @@ def train_one_epoch(
     }
 
 
+# Test-time augmentation: (views, weight) per mode. A view is (flip, dy, dx): a horizontal
+# flip and a 1-pixel translation (reflect padding, as the training translations). The
+# translated pairs weigh half as much as the untranslated one (the fast CIFAR trainers' TTA).
+TTA_VIEWS: dict[str, list[tuple[bool, int, int, float]]] = {
+    "off": [(False, 0, 0, 1.0)],
+    "flip": [(False, 0, 0, 0.5), (True, 0, 0, 0.5)],
+    "flip-translate": [
+        (False, 0, 0, 0.25), (True, 0, 0, 0.25),
+        (False, -1, -1, 0.125), (True, -1, -1, 0.125),
+        (False, 1, 1, 0.125), (True, 1, 1, 0.125),
+    ],
+}  # fmt: skip
+
+
+def tta_view(x: torch.Tensor, flip: bool, dy: int, dx: int) -> torch.Tensor:
+    """``x`` (N, C, H, W) flipped left-right and/or moved by (dy, dx) pixels, reflect padding."""
+    if flip:
+        x = x.flip(-1)
+    if dy or dx:
+        p = max(abs(dy), abs(dx))
+        h, w = x.shape[-2:]
+        padded = nn.functional.pad(x, (p, p, p, p), mode="reflect")
+        x = padded[..., p - dy : p - dy + h, p - dx : p - dx + w]
+        x = x.contiguous(memory_format=torch.channels_last) if padded.is_contiguous(
+            memory_format=torch.channels_last) else x.contiguous()  # fmt: skip
+    return x
+
+
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module,
@@ -73,13 +101,24 @@ def predict_logits(
     *,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    tta: str = "off",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on the CPU) and labels of every batch, in order."""
+    """Logits (float32, on the CPU) and labels of every batch, in order.
+
+    With ``tta``, the logits are the weighted mean over the views of ``TTA_VIEWS[tta]``.
+    """
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"tta must be one of {sorted(TTA_VIEWS)}, got {tta!r}")
+    views = TTA_VIEWS[tta]
     model.eval()
     outs, ys = [], []
     for x, y in batches:
         with autocast(device, amp_dtype):
-            outs.append(model(x).float())
+            if len(views) == 1:
+                outs.append(model(x).float())
+            else:
+                outs.append(sum(w * model(tta_view(x, f, dy, dx)).float()
+                                for f, dy, dx, w in views))  # fmt: skip
         ys.append(y)
     if not outs:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
@@ -92,9 +131,10 @@ def evaluate(
     *,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
+    tta: str = "off",
 ) -> dict[str, float]:
     """Mean cross-entropy (no smoothing) and accuracy over ``batches``; NaN if empty."""
-    logits, y = predict_logits(model, batches, device=device, amp_dtype=amp_dtype)
+    logits, y = predict_logits(model, batches, device=device, amp_dtype=amp_dtype, tta=tta)
     if y.numel() == 0:
         return {"loss": float("nan"), "acc": float("nan")}
     loss = nn.functional.cross_entropy(logits, y).item()

@@ -12,32 +12,59 @@ from torch import nn
 from cnnbench.train.config import RunConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay conv/linear weights only: decaying BN scales and biases hurts small CNNs."""
+def split_decay(params: Iterable[nn.Parameter]) -> tuple[list, list]:
+    """(conv / linear weights, 1-D parameters: BN scales and shifts, biases) of ``params``."""
     decay, no_decay = [], []
-    for p in model.parameters():
-        if not p.requires_grad:
-            continue
+    for p in params:
         (decay if p.ndim > 1 else no_decay).append(p)
+    return decay, no_decay
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, lr: float | None = None, bias_lr_mult: float = 1.0
+) -> list[dict]:
+    """Decay conv/linear weights only: decaying BN scales and biases hurts small CNNs.
+
+    With ``lr`` and ``bias_lr_mult != 1``, BatchNorm parameters get their own group at
+    ``lr * bias_lr_mult`` (the fast trainers' BN-bias scaler); other 1-D parameters (the
+    head's bias, conv biases) keep ``lr``: a 64x rate on the head's bias diverges.
+    """
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay, no_decay = split_decay(trainable)
     groups = [{"params": decay, "weight_decay": weight_decay}]
+    norm: list[nn.Parameter] = []
+    if lr is not None and bias_lr_mult != 1.0:
+        norm_ids = {
+            id(p)
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase | nn.GroupNorm | nn.LayerNorm)
+            for p in m.parameters(recurse=False)
+        }
+        norm = [p for p in no_decay if id(p) in norm_ids]
+        no_decay = [p for p in no_decay if id(p) not in norm_ids]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if norm:
+        groups.append({"params": norm, "weight_decay": 0.0, "lr": lr * bias_lr_mult})
     return groups
 
 
 _OPTIMIZERS: dict[str, Callable[[Iterable, RunConfig], torch.optim.Optimizer]] = {
     "sgd": lambda g, c: torch.optim.SGD(
-        g, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0
+        g, lr=c.effective_lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0
     ),
-    "adam": lambda g, c: torch.optim.Adam(g, lr=c.lr),
-    "adamw": lambda g, c: torch.optim.AdamW(g, lr=c.lr),
-    "adadelta": lambda g, c: torch.optim.Adadelta(g, lr=c.lr),
+    "adam": lambda g, c: torch.optim.Adam(g, lr=c.effective_lr),
+    "adamw": lambda g, c: torch.optim.AdamW(g, lr=c.effective_lr),
+    "adadelta": lambda g, c: torch.optim.Adadelta(g, lr=c.effective_lr),
 }
 
 
 def build_optimizer(params: nn.Module | list[dict], config: RunConfig) -> torch.optim.Optimizer:
     """The optimizer named by ``config.optimizer``; ``params`` is a model or param groups."""
-    groups = param_groups(params, config.weight_decay) if isinstance(params, nn.Module) else params
+    if isinstance(params, nn.Module):
+        groups = param_groups(params, config.weight_decay, config.effective_lr, config.bias_lr_mult)
+    else:
+        groups = params
     return _OPTIMIZERS[config.optimizer](groups, config)
 
 
@@ -61,7 +88,7 @@ def lr_factor(
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "onecycle":  # linear warm-up (above), then linear decay to zero
+    if schedule in ("onecycle", "linear"):  # (warm-up above), then linear decay to zero
         return 1.0 - progress
     raise ValueError(f"unknown schedule {schedule!r}")
 

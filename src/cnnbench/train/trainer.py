@@ -1,22 +1,33 @@
-"""One training run, end to end: data, model, epochs, checkpoints, the final test.
+"""One training run, end to end, in four steps: prepare, fit, test, summarise.
 
-``train(config)`` owns the run directory (see docs/ARCHITECTURE.md): it refuses to overwrite
-one, resumes one exactly from ``last.pt``, logs one line per epoch to ``metrics.jsonl``, keeps
+``train(config)`` owns the run directory (``cnnbench.rundir``): it refuses to overwrite one,
+resumes one exactly from ``last.pt``, logs one line per epoch to ``metrics.jsonl``, keeps
 ``best.pt`` on validation accuracy, and touches the test set once, at the end, with the best
 checkpoint.
 
+- **prepare**: data (uint8 tensors on the device), the model (from scratch, with its
+  data-dependent init, or a transfer child: one ``Init`` strategy chosen once), the budget
+  (``--budget-minutes`` resolves the epochs), optimizer, schedule, EMA, DDP / compile.
+- **fit**: the epoch loop; each epoch trains, validates (the EMA weights when there is an
+  EMA), logs, checkpoints.
+- **test**: the best checkpoint on the test split, plain and, if asked, with TTA.
+- **summarise**: ``summary.json``, written last and atomically.
+
 Exact resume: every epoch draws its shuffling and augmentation from a generator seeded by
 (seed, epoch), and reseeds the global RNG (dropout) the same way, so an epoch's result does
-not depend on whether the process was restarted before it.
+not depend on whether the process was restarted before it. ``TrainState`` is what changes
+from epoch to epoch; it converts to and from the checkpoint dict.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,24 +36,21 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from cnnbench.data import BatchIterator, ImageDataset, load_dataset, train_val_split
-from cnnbench.data.augment import Augment
+from cnnbench.data.augment import Augment, normalize
 from cnnbench.env import environment
-from cnnbench.fileio import write_json_atomic
+from cnnbench.fileio import write_json_atomic, write_text_atomic
 from cnnbench.models import create_model
 from cnnbench.profile import count_macs, count_params
+from cnnbench.rundir import RunDir, is_complete, read_summary
+from cnnbench.train import budget, transfer
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from cnnbench.train.config import ConfigError, RunConfig, dump_config
+from cnnbench.train.config import ConfigError, RunConfig, dump_config, execution_only_fields
 from cnnbench.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_from_env
-from cnnbench.train.loop import evaluate, train_one_epoch
+from cnnbench.train.ema import ModelEMA
+from cnnbench.train.loop import TTA_VIEWS, evaluate, train_one_epoch
 from cnnbench.train.optim import build_optimizer, build_scheduler
 
-SUMMARY = "summary.json"
-METRICS = "metrics.jsonl"
-CONFIG = "config.yaml"
-
-# Settings that may differ between an interrupted run and its resumption without changing
-# any number the run produces.
-_RESUMABLE_CHANGES = {"threads", "eval_batch_size", "checkpoint_every", "name", "data_dir"}
+__all__ = ["RunExistsError", "TrainState", "is_complete", "read_summary", "train"]
 
 
 class RunExistsError(FileExistsError):
@@ -68,35 +76,25 @@ def amp_dtype_for(config: RunConfig, device: torch.device) -> torch.dtype | None
     return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
-    """The run's summary.json, or None if the run has not finished."""
-    path = Path(run_dir) / SUMMARY
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def is_complete(run_dir: str | Path) -> bool:
-    """A run is complete once its summary says so (written last, atomically)."""
-    summary = read_summary(run_dir)
-    return bool(summary) and summary.get("status") == "complete"
-
-
 def _check_same_config(old: dict[str, Any], new: RunConfig, run_dir: Path) -> None:
     new_d = new.model_dump(mode="json")
+    free = execution_only_fields()
+    # A run started before a field existed ran with that field's default.
+    defaults = RunConfig().model_dump(mode="json")
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}
     diffs = [
         f"{k}: {old.get(k)!r} -> {new_d.get(k)!r}"
         for k in sorted(set(old) | set(new_d))
-        if k not in _RESUMABLE_CHANGES and old.get(k) != new_d.get(k)
+        if k not in free and old.get(k) != new_d.get(k)
     ]
     if diffs:
         raise ConfigError(
             f"cannot resume {run_dir}: it was started with other settings ({'; '.join(diffs)}); "
             "use a new --name instead"
         )
+
+
+# --- data ------------------------------------------------------------------------------------
 
 
 class _Data:
@@ -129,18 +127,29 @@ class _Data:
         # The test split stays on the CPU until the very end: it is used once.
         self.x_test, self.y_test = ds.x_test[test_idx], ds.y_test[test_idx]
         self.device = device
+        self.seed = config.seed
         # channels_last is faster on both CUDA and the CPU (oneDNN): measured 1.25-1.8x per
         # training step on this project's 2-core CPU (benchmarks/RESULTS.md).
         self.channels_last = config.channels_last != "off"
         self.augment = Augment(crop_padding=config.crop_padding) if config.augment else None
+        self.alternate_flips = config.augment and config.flip == "alternate"
         self.batch_size, self.eval_batch_size = config.batch_size, config.eval_batch_size
         self.shard = dist_info.shard
 
-    def train_batches(self, generator: torch.Generator) -> BatchIterator:
+    def epoch_flips(self, epoch: int) -> torch.Tensor | None:
+        """Alternating flips: a seeded random bit per image in epoch 1, inverted every epoch."""
+        if not self.alternate_flips:
+            return None
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 7)
+        bits = torch.randint(0, 2, (len(self.x_train),), generator=gen).bool()
+        return bits ^ bool((epoch - 1) % 2)
+
+    def train_batches(self, generator: torch.Generator, epoch: int = 1) -> BatchIterator:
         return BatchIterator(
             self.x_train, self.y_train, self.batch_size, shuffle=True, augment=self.augment,
             mean=self.mean, std=self.std, generator=generator, drop_last=False,
             device=self.device, channels_last=self.channels_last, shard=self.shard,
+            flips=self.epoch_flips(epoch),
         )  # fmt: skip
 
     def eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> BatchIterator:
@@ -149,34 +158,167 @@ class _Data:
             std=self.std, device=self.device, channels_last=self.channels_last,
         )  # fmt: skip
 
-
-def build_model(
-    config: RunConfig, num_classes: int, ckpt: dict[str, Any] | None = None
-) -> nn.Module:
-    """The run's model: from the run's own checkpoint when resuming (which holds every weight,
-    so a transfer child resumes even if its parent moved), else fresh or a transfer child."""
-    if ckpt is not None:
-        return create_model(**ckpt["model_spec"])
-    if config.transfer is not None:
-        from cnnbench.train.transfer import build_child
-
-        return build_child(config, num_classes)
-    return create_model(config.model, num_classes=num_classes, **config.model_args)
+    def init_images(self, n: int) -> torch.Tensor:
+        """``n`` normalised images of the training split (never validation or test)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + 11)
+        pick = torch.randperm(len(self.x_train), generator=gen)[:n].to(self.x_train.device)
+        return normalize(self.x_train.index_select(0, pick), self.mean, self.std)
 
 
-def _optimizer_groups(model: nn.Module, config: RunConfig) -> nn.Module | list[dict]:
-    if config.transfer is not None:
-        from cnnbench.train.transfer import optimizer_groups
-
-        return optimizer_groups(model, config)
-    return model
+# --- initialisation: scratch or transfer, chosen once ------------------------------------------
 
 
-def _on_epoch_start(model: nn.Module, config: RunConfig, epoch: int) -> None:
-    if config.transfer is not None:
-        from cnnbench.train.transfer import on_epoch_start
+class ScratchInit:
+    """A fresh model by name; models with ``init_from_data`` see training images first."""
 
-        on_epoch_start(model, config, epoch)
+    def check(self, config: RunConfig) -> None:
+        pass
+
+    def build(self, config: RunConfig, num_classes: int, data: _Data) -> nn.Module:
+        model = create_model(config.model, num_classes=num_classes, **config.model_args)
+        init_from_data = getattr(model, "init_from_data", None)
+        if callable(init_from_data):
+            init_from_data(data.init_images(config.data_init_images))
+        return model
+
+    def optimizer_params(self, model: nn.Module, config: RunConfig) -> nn.Module | list[dict]:
+        return model
+
+    def on_epoch_start(self, model: nn.Module, config: RunConfig, epoch: int) -> None:
+        pass
+
+
+class TransferInit:
+    """The parent's backbone with a fresh head, frozen by the policy (``train.transfer``)."""
+
+    def check(self, config: RunConfig) -> None:
+        if config.bn_freeze_scale:
+            raise ConfigError("bn_freeze_scale cannot be combined with transfer (the policy "
+                              "decides what trains)")  # fmt: skip
+        transfer.check_transfer(config)  # a bad parent must not leave a half-made run dir
+
+    def build(self, config: RunConfig, num_classes: int, data: _Data) -> nn.Module:
+        return transfer.build_child(config, num_classes)
+
+    def optimizer_params(self, model: nn.Module, config: RunConfig) -> nn.Module | list[dict]:
+        return transfer.optimizer_groups(model, config)
+
+    def on_epoch_start(self, model: nn.Module, config: RunConfig, epoch: int) -> None:
+        transfer.on_epoch_start(model, config, epoch)
+
+
+def init_strategy(config: RunConfig) -> ScratchInit | TransferInit:
+    return TransferInit() if config.transfer is not None else ScratchInit()
+
+
+def apply_bn_options(model: nn.Module, config: RunConfig, fresh: bool) -> None:
+    """BatchNorm momentum and frozen scales (``--bn-momentum``, ``--bn-freeze-scale``)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if config.bn_momentum is not None:
+                m.momentum = config.bn_momentum
+            if config.bn_freeze_scale and m.weight is not None:
+                if fresh:
+                    nn.init.ones_(m.weight)
+                m.weight.requires_grad_(False)
+
+
+# --- the state that changes from epoch to epoch ----------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """Progress of a run: what a checkpoint must hold besides weights and optimizer state."""
+
+    epoch: int = 0
+    best_val: float = -1.0
+    best_epoch: int = 0
+    train_time_s: float = 0.0  # seconds in training steps
+    fit_time_s: float = 0.0  # seconds in whole epochs: steps, validation, checkpoints
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "best_val_acc": self.best_val,
+                "best_epoch": self.best_epoch, "train_time_s": self.train_time_s,
+                "fit_time_s": self.fit_time_s, "metrics": list(self.history)}  # fmt: skip
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict[str, Any]) -> TrainState:
+        return cls(epoch=ckpt["epoch"], best_val=ckpt["best_val_acc"],
+                   best_epoch=ckpt["best_epoch"], train_time_s=ckpt["train_time_s"],
+                   fit_time_s=ckpt.get("fit_time_s", ckpt["train_time_s"]),
+                   history=list(ckpt["metrics"]))  # fmt: skip
+
+
+@dataclass
+class _Run:
+    """Everything ``prepare`` builds and ``fit`` / ``test`` / ``summarise`` use."""
+
+    config: RunConfig
+    rundir: RunDir
+    device: torch.device
+    dist_info: DistInfo
+    data: _Data
+    model: nn.Module  # the plain module that trains
+    step_model: nn.Module  # what the step calls (DDP / compiled wrapper of ``model``)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    ema: ModelEMA | None
+    init: ScratchInit | TransferInit
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler | None
+    loss_fn: nn.Module
+    spec: dict[str, Any]
+    params: int
+    macs: int
+    input_size: tuple[int, ...]
+    state: TrainState
+    calibration: dict[str, Any] | None
+    progress: bool
+
+    @property
+    def main(self) -> bool:
+        return self.dist_info.is_main
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, selected, tested and shipped."""
+        return self.ema.module if self.ema is not None else self.model
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.data.x_train.shape[0] // self.config.batch_size)
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The checkpoint dict: ``model`` is always the weights to evaluate (the EMA's when
+        there is one); ``train_model`` holds the raw weights a resumed run continues from."""
+        data, config = self.data, self.config
+        ckpt = {
+            "model": self.eval_model.state_dict(), "model_spec": self.spec,
+            "config": config.model_dump(mode="json"),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "rng": {"torch": torch.get_rng_state()}, **self.state.to_checkpoint(),
+            "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
+            "input_size": list(self.input_size), "dataset": config.dataset,
+            "weights": "ema" if self.ema is not None else "raw", "budget": self.calibration,
+        }  # fmt: skip
+        if self.ema is not None:
+            ckpt["train_model"] = self.model.state_dict()
+            ckpt["ema_updates"] = self.ema.updates
+        return ckpt
+
+    def restore(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt.get("train_model", ckpt["model"]))
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])
+            self.ema.updates = int(ckpt.get("ema_updates", 0))
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state = TrainState.from_checkpoint(ckpt)
+        self.calibration = ckpt.get("budget", self.calibration)
+
+
+# --- the entry point -------------------------------------------------------------------------
 
 
 def train(
@@ -200,57 +342,63 @@ def train(
     dist_info = init_from_env(device.type)
     if device.type == "cuda" and dist_info.enabled:
         device = torch.device("cuda", dist_info.local_rank)
+    if dist_info.enabled and config.budget_minutes is not None:
+        raise ConfigError("--budget-minutes is not supported under torchrun: give --epochs")
     try:
-        return _train(config, Path(runs_dir), resume, progress and dist_info.is_main, command,
-                      on_epoch_end, device, dist_info)  # fmt: skip
+        rundir = RunDir(Path(runs_dir) / config.run_name())
+        config, ckpt = _open(config, rundir, resume)
+        if config is None:  # already complete
+            return rundir.summary() or {}
+        run = _prepare(config, rundir, ckpt, device, dist_info, progress and dist_info.is_main)
+        _fit(run, on_epoch_end)
+        test = _test(run)
+        return _summarise(run, test, command)
     finally:
         cleanup(dist_info)
 
 
-def _train(
+def _open(
+    config: RunConfig, rundir: RunDir, resume: bool
+) -> tuple[RunConfig | None, dict[str, Any] | None]:
+    """Check the run directory: (config, checkpoint to resume from), or (None, None) if the
+    run is already complete. A budget run resumes with the epochs its budget resolved to."""
+    if not rundir.exists():
+        return config, None
+    if not resume:
+        raise RunExistsError(
+            f"run directory {rundir.path} already exists; pass --resume to continue it "
+            "or --name to start a new run"
+        )
+    old = rundir.config()
+    if old is not None:
+        if config.budget_minutes is not None and old.get("budget_minutes") == config.budget_minutes:
+            config = RunConfig.model_validate({**config.model_dump(), "epochs": old["epochs"]})
+        _check_same_config(old, config, rundir.path)
+    if rundir.is_complete():
+        return None, None
+    last = rundir.checkpoint_path("last")
+    return config, (load_checkpoint(last) if last.is_file() else None)
+
+
+# --- prepare ---------------------------------------------------------------------------------
+
+
+def _prepare(
     config: RunConfig,
-    runs_dir: Path,
-    resume: bool,
-    progress: bool,
-    command: str | None,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None,
+    rundir: RunDir,
+    ckpt: dict[str, Any] | None,
     device: torch.device,
     dist_info: DistInfo,
-) -> dict[str, Any]:
-    main = dist_info.is_main
-    run_dir = runs_dir / config.run_name()
-    ckpt: dict[str, Any] | None = None
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not resume:
-            raise RunExistsError(
-                f"run directory {run_dir} already exists; pass --resume to continue it "
-                "or --name to start a new run"
-            )
-        old_cfg_path = run_dir / CONFIG
-        if old_cfg_path.is_file():
-            import yaml
-
-            _check_same_config(yaml.safe_load(old_cfg_path.read_text()) or {}, config, run_dir)
-        if is_complete(run_dir):
-            return read_summary(run_dir) or {}
-        if (run_dir / "last.pt").is_file():
-            ckpt = load_checkpoint(run_dir / "last.pt")
-    if config.transfer is not None and ckpt is None:
-        from cnnbench.train.transfer import check_transfer
-
-        check_transfer(config)  # a bad parent must not leave a half-made run directory
-    barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, run_dir / CONFIG)
-
+    progress: bool,
+) -> _Run:
+    init = init_strategy(config)
+    if ckpt is None:
+        init.check(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    amp_dtype = amp_dtype_for(config, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: pick the fastest kernels
     torch.manual_seed(config.seed)
-
     ds = load_dataset(
         config.dataset, data_dir=config.data_dir, download=config.download,
         image_size=config.image_size, label_kind=config.label_kind, show_progress=progress,
@@ -258,33 +406,55 @@ def _train(
     data = _Data(ds, config, device, dist_info)
     input_size = tuple(ds.x_train.shape[1:])
 
-    model = build_model(config, len(data.classes), ckpt).to(device)
+    # The checkpoint holds every weight, so a resumed transfer child needs no parent.
+    if ckpt is not None:
+        model = create_model(**ckpt["model_spec"])
+    else:
+        model = init.build(config, len(data.classes), data)
+    model = model.to(device)
+    apply_bn_options(model, config, fresh=ckpt is None)
     spec = dict(model.cnnbench_spec)
     params, macs = count_params(model), count_macs(model, input_size)
     if data.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = -(-data.x_train.shape[0] // config.batch_size)
-    optimizer = build_optimizer(_optimizer_groups(model, config), config)
-    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    history: list[dict[str, Any]] = []
-    best_val, best_epoch, start_epoch, train_time = -1.0, 0, 1, 0.0
+    calibration = None
+    if config.budget_minutes is not None and ckpt is None:
+        config, calibration = _resolve_budget(config, model, data, init, loss_fn, device)
+    barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
+    if dist_info.is_main:
+        rundir.path.mkdir(parents=True, exist_ok=True)
+        dump_config(config, rundir.config_path)
+
+    optimizer = build_optimizer(init.optimizer_params(model, config), config)
+    steps = -(-data.x_train.shape[0] // config.batch_size)
+    scheduler = build_scheduler(optimizer, config, steps)
+    ema = ModelEMA(model, config.ema_decay) if config.ema_decay else None
+    amp_dtype = amp_dtype_for(config, device)
+    run = _Run(
+        config=config, rundir=rundir, device=device, dist_info=dist_info, data=data,
+        model=model, step_model=_wrap(model, config, dist_info, device), optimizer=optimizer,
+        scheduler=scheduler, ema=ema, init=init, amp_dtype=amp_dtype,
+        scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
+        loss_fn=loss_fn, spec=spec, params=params, macs=macs, input_size=input_size,
+        state=TrainState(), calibration=calibration, progress=progress,
+    )  # fmt: skip
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history = list(ckpt["metrics"])
-        best_val, best_epoch = ckpt["best_val_acc"], ckpt["best_epoch"]
-        start_epoch, train_time = ckpt["epoch"] + 1, ckpt["train_time_s"]
+        run.restore(ckpt)
     # metrics.jsonl is rewritten from the checkpoint: lines of an epoch that was cut short
     # before its checkpoint landed must not appear twice.
-    if main:
-        (run_dir / METRICS).write_text("".join(json.dumps(m) + "\n" for m in history))
+    if run.main:
+        text = "".join(json.dumps(m) + "\n" for m in run.state.history)
+        write_text_atomic(rundir.metrics_path, text)
+    return run
 
-    plain = unwrap(model)
-    step_model: nn.Module = model
+
+def _wrap(
+    model: nn.Module, config: RunConfig, dist_info: DistInfo, device: torch.device
+) -> nn.Module:
+    """The module the training step calls: DDP and / or compiled around ``model``."""
+    step_model = model
     if dist_info.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -299,96 +469,200 @@ def _train(
         step_model = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=gradual)
     if config.compile:
         step_model = torch.compile(step_model)
+    return step_model
 
-    def state(epoch: int) -> dict[str, Any]:
-        return {
-            "model": plain.state_dict(), "model_spec": spec,
-            "config": config.model_dump(mode="json"), "epoch": epoch,
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "rng": {"torch": torch.get_rng_state()}, "best_val_acc": best_val,
-            "best_epoch": best_epoch, "train_time_s": train_time, "metrics": history,
-            "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
-            "input_size": list(input_size), "dataset": config.dataset,
-        }  # fmt: skip
 
-    name = config.run_name()
-    for epoch in range(start_epoch, config.epochs + 1):
-        torch.manual_seed(config.seed * 1_000_003 + epoch)
-        gen = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
-        _on_epoch_start(plain, config, epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        bar = tqdm(
-            total=steps_per_epoch, desc=f"{name} {epoch}/{config.epochs}", unit="batch",
-            leave=False, disable=not progress, file=sys.stderr,
-        )  # fmt: skip
+def _resolve_budget(
+    config: RunConfig,
+    model: nn.Module,
+    data: _Data,
+    init: ScratchInit | TransferInit,
+    loss_fn: nn.Module,
+    device: torch.device,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """Time real steps on this machine, then fix ``epochs`` to what the budget allows."""
+    assert config.budget_minutes is not None
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(config.seed + 99)
+
+    def batches():  # as many as the timing needs, epoch after epoch
+        while True:
+            yield from data.train_batches(gen)
+
+    step_s = budget.time_steps(
+        model, lambda m: build_optimizer(init.optimizer_params(m, config), config), batches(),
+        loss_fn, ema_decay=config.ema_decay, sync=sync,
+    )  # fmt: skip
+    n_val = data.x_val.shape[0]
+    eval_s = 0.0
+    if n_val:
+        xb, _ = next(iter(data.eval_batches(data.x_val[: config.eval_batch_size],
+                                            data.y_val[: config.eval_batch_size])))  # fmt: skip
+        eval_s = budget.time_eval(model, xb, sync=sync) * math.ceil(n_val / config.eval_batch_size)
+    steps = -(-data.x_train.shape[0] // config.batch_size)
+    epoch_s = steps * step_s + eval_s
+    epochs = budget.epochs_for_budget(config.budget_minutes * 60, epoch_s)
+    if config.warmup_epochs and config.warmup_epochs >= epochs:
+        raise ConfigError(
+            f"a {config.budget_minutes:g}-minute budget fits {epochs} epoch(s) on this machine, "
+            f"not more than warmup_epochs ({config.warmup_epochs}); give a larger budget"
+        )
+    resolved = RunConfig.model_validate({**config.model_dump(), "epochs": epochs})
+    info = {"budget_s": config.budget_minutes * 60, "step_s": step_s, "eval_s": eval_s,
+            "epoch_s_estimate": epoch_s, "epochs": epochs,
+            "calibration_s": time.perf_counter() - t0}  # fmt: skip
+    return resolved, info
+
+
+# --- fit -------------------------------------------------------------------------------------
+
+
+def _fit(run: _Run, on_epoch_end: Callable[[dict[str, Any]], None] | None) -> None:
+    for epoch in range(run.state.epoch + 1, run.config.epochs + 1):
         t0 = time.perf_counter()
-        stats = train_one_epoch(
-            step_model, data.train_batches(gen), optimizer, scheduler, loss_fn, device=device,
-            amp_dtype=amp_dtype, scaler=scaler, on_step=bar.update,
-        )  # fmt: skip
-        epoch_time = time.perf_counter() - t0
-        bar.close()
-        train_time += epoch_time
-        if dist_info.enabled:
-            loss_sum, correct, seen = all_reduce_sum(
-                [stats["loss_sum"], stats["correct"], stats["samples"]], device, dist_info
-            )
-            stats = {"train_loss": loss_sum / seen, "train_acc": correct / seen}
-        stats = {"train_loss": stats["train_loss"], "train_acc": stats["train_acc"]}
-        val = evaluate(plain, data.eval_batches(data.x_val, data.y_val), device=device,
-                       amp_dtype=amp_dtype)  # fmt: skip
-        row = {
-            "epoch": epoch, **stats, "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
-            "epoch_time_s": round(epoch_time, 3),
-            "images_per_s": round(data.x_train.shape[0] / epoch_time, 1),
-        }  # fmt: skip
-        history.append(row)
-        if main:
-            with open(run_dir / METRICS, "a") as f:
-                f.write(json.dumps(row) + "\n")
-        if progress:
-            tqdm.write(
-                f"{name} epoch {epoch}/{config.epochs}: loss {stats['train_loss']:.4f} "
-                f"acc {stats['train_acc']:.4f} | val loss {val['loss']:.4f} acc {val['acc']:.4f}"
-                f" | {row['images_per_s']:.0f} img/s",
-                file=sys.stderr,
-            )
-        # Without a validation split the last epoch is the one we keep.
-        score = val["acc"] if data.x_val.shape[0] else float(epoch)
-        if score > best_val:
-            best_val, best_epoch = score, epoch
-            if main:
-                save_checkpoint(state(epoch), run_dir / "best.pt")
-        if main and (epoch % config.checkpoint_every == 0 or epoch == config.epochs):
-            save_checkpoint(state(epoch), run_dir / "last.pt")
+        row = _train_epoch(run, epoch)
+        _log_epoch(run, row)
+        run.state.fit_time_s += time.perf_counter() - t0  # checkpoint time follows
+        _checkpoint_epoch(run, epoch, row)
         if on_epoch_end is not None:
             on_epoch_end(row)
 
-    # The test set, once, with the checkpoint chosen on validation.
-    barrier(dist_info)  # best.pt is on disk
-    best = load_checkpoint(run_dir / "best.pt", map_location=device)
-    plain.load_state_dict(best["model"])
-    test = evaluate(plain, data.eval_batches(data.x_test.to(device), data.y_test.to(device)),
-                    device=device, amp_dtype=amp_dtype)  # fmt: skip
-    env = environment(device)
+
+def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
+    config, data = run.config, run.data
+    seed = config.seed * 1_000_003 + epoch
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    run.init.on_epoch_start(run.model, config, epoch)
+    lr = run.optimizer.param_groups[0]["lr"]
+    bar = tqdm(
+        total=run.steps_per_epoch, desc=f"{config.run_name()} {epoch}/{config.epochs}",
+        unit="batch", leave=False, disable=not run.progress, file=sys.stderr,
+    )  # fmt: skip
+    ema = run.ema
+
+    def on_step() -> None:
+        if ema is not None:
+            ema.update()
+        bar.update()
+
+    t0 = time.perf_counter()
+    stats = train_one_epoch(
+        run.step_model, data.train_batches(gen, epoch), run.optimizer, run.scheduler,
+        run.loss_fn, device=run.device, amp_dtype=run.amp_dtype, scaler=run.scaler,
+        on_step=on_step,
+    )  # fmt: skip
+    epoch_time = time.perf_counter() - t0
+    bar.close()
+    run.state.train_time_s += epoch_time
+    if run.dist_info.enabled:
+        loss_sum, correct, seen = all_reduce_sum(
+            [stats["loss_sum"], stats["correct"], stats["samples"]], run.device, run.dist_info
+        )
+        stats = {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+    val = evaluate(run.eval_model, data.eval_batches(data.x_val, data.y_val),
+                   device=run.device, amp_dtype=run.amp_dtype)  # fmt: skip
+    return {
+        "epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
+        "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+        "epoch_time_s": round(epoch_time, 3),
+        "images_per_s": round(data.x_train.shape[0] / epoch_time, 1),
+    }  # fmt: skip
+
+
+def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
+    run.state.history.append(row)
+    if run.main:
+        with open(run.rundir.metrics_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+    if run.progress:
+        weights = " (EMA)" if run.ema is not None else ""
+        tqdm.write(
+            f"{run.config.run_name()} epoch {row['epoch']}/{run.config.epochs}: loss "
+            f"{row['train_loss']:.4f} acc {row['train_acc']:.4f} | val{weights} loss "
+            f"{row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['images_per_s']:.0f} img/s",
+            file=sys.stderr,
+        )
+
+
+def _checkpoint_epoch(run: _Run, epoch: int, row: dict[str, Any]) -> None:
+    state = run.state
+    state.epoch = epoch
+    # Without a validation split the last epoch is the one we keep.
+    score = row["val_acc"] if run.data.x_val.shape[0] else float(epoch)
+    if score > state.best_val:
+        state.best_val, state.best_epoch = score, epoch
+        if run.main:
+            save_checkpoint(run.checkpoint(), run.rundir.checkpoint_path("best"))
+    if run.main and (epoch % run.config.checkpoint_every == 0 or epoch == run.config.epochs):
+        save_checkpoint(run.checkpoint(), run.rundir.checkpoint_path("last"))
+
+
+# --- test ------------------------------------------------------------------------------------
+
+
+def _test(run: _Run) -> dict[str, Any]:
+    """The test split, once, with the checkpoint chosen on validation: plain and with TTA."""
+    barrier(run.dist_info)  # best.pt is on disk
+    best = load_checkpoint(run.rundir.checkpoint_path("best"), map_location=run.device)
+    model = run.eval_model
+    unwrap(model).load_state_dict(best["model"])
+    data = run.data
+    batches = data.eval_batches(data.x_test.to(run.device), data.y_test.to(run.device))
+    t0 = time.perf_counter()
+    plain = evaluate(model, batches, device=run.device, amp_dtype=run.amp_dtype)
+    out = {"test_acc": plain["acc"], "test_loss": plain["loss"],
+           "test_time_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
+    if run.config.tta != "off":
+        t0 = time.perf_counter()
+        tta = evaluate(model, batches, device=run.device, amp_dtype=run.amp_dtype,
+                       tta=run.config.tta)  # fmt: skip
+        out |= {"test_acc_tta": tta["acc"], "test_loss_tta": tta["loss"],
+                "test_time_tta_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
+    return out
+
+
+def standard_error(acc: float, n: int) -> float | None:
+    """Binomial standard error of an accuracy measured on ``n`` images."""
+    if n <= 0 or acc != acc:  # NaN
+        return None
+    return math.sqrt(max(acc * (1 - acc), 0.0) / n)
+
+
+# --- summarise -------------------------------------------------------------------------------
+
+
+def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str, Any]:
+    config, data, state, history = run.config, run.data, run.state, run.state.history
+    env = environment(run.device)
+    n_test = int(data.x_test.shape[0])
+    has_val = bool(data.x_val.shape[0])
     summary = {
-        "name": name, "status": "complete", "model": config.model,
-        "model_args": config.model_args, "dataset": config.dataset,
-        "optimizer": config.optimizer, "lr": config.lr, "schedule": config.schedule,
-        "epochs": config.epochs, "batch_size": config.batch_size, "seed": config.seed,
-        "train_images": int(data.x_train.shape[0]), "val_images": int(data.x_val.shape[0]),
-        "test_images": int(data.x_test.shape[0]),
-        "best_val_acc": best_val if data.x_val.shape[0] else None, "best_epoch": best_epoch,
+        "name": config.run_name(), "status": "complete", "model": config.model,
+        "model_args": config.model_args, "dataset": config.dataset, "recipe": config.recipe,
+        "optimizer": config.optimizer, "lr": config.lr, "lr_effective": config.effective_lr,
+        "schedule": config.schedule, "epochs": config.epochs, "batch_size": config.batch_size,
+        "seed": config.seed, "train_images": int(data.x_train.shape[0]),
+        "val_images": int(data.x_val.shape[0]), "test_images": n_test,
+        "best_val_acc": state.best_val if has_val else None, "best_epoch": state.best_epoch,
         "final_val_acc": history[-1]["val_acc"] if history else None,
-        "test_acc": test["acc"], "test_loss": test["loss"], "params": params, "macs": macs,
-        "input_size": list(input_size), "train_time_s": round(train_time, 2),
+        **test, "test_acc_se": standard_error(test["test_acc"], n_test),
+        "tta": config.tta, "tta_views": len(TTA_VIEWS[config.tta]),
+        "weights": "ema" if run.ema is not None else "raw", "ema_decay": config.ema_decay,
+        "params": run.params, "macs": run.macs, "input_size": list(run.input_size),
+        "train_time_s": round(state.train_time_s, 2),
+        "fit_time_s": round(state.fit_time_s, 2),
+        "budget_minutes": config.budget_minutes, "budget": run.calibration,
         "images_per_s": round(sum(h["images_per_s"] for h in history) / max(1, len(history)), 1),
         "device": env["device_name"], "threads": env["threads"], "versions": env["versions"],
         "git_commit": env["git_commit"],
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "transfer": config.transfer.model_dump(mode="json") if config.transfer else None,
-        "world_size": dist_info.world_size,
+        "world_size": run.dist_info.world_size,
     }  # fmt: skip
-    if main:
-        write_json_atomic(run_dir / SUMMARY, summary)
+    if "test_acc_tta" in test:
+        summary["test_acc_tta_se"] = standard_error(test["test_acc_tta"], n_test)
+    if run.main:
+        write_json_atomic(run.rundir.summary_path, summary)
     return summary

@@ -44,8 +44,10 @@ from typing import Any
 
 from torch import nn
 
+from cnnbench.rundir import is_complete
 from cnnbench.train.checkpoint import CheckpointError, load_checkpoint
 from cnnbench.train.config import ConfigError, RunConfig, TransferConfig
+from cnnbench.train.optim import split_decay
 
 # Set on each backbone group: True while the group is frozen (read by the pre-hook).
 _FROZEN_ATTR = "_cnnbench_frozen"
@@ -61,8 +63,6 @@ def parent_checkpoint_path(transfer: TransferConfig) -> Path:
     finished (a child of a half-trained parent would be silently worse; pass the .pt file
     itself to transfer from an unfinished run on purpose).
     """
-    from cnnbench.train.trainer import is_complete
-
     parent = Path(transfer.parent)
     if parent.is_dir():
         if not is_complete(parent):
@@ -234,9 +234,9 @@ def optimizer_groups(model: nn.Module, config: RunConfig) -> list[dict]:
             f"{type(model).__name__}.freeze_groups() misses some parameters; cannot transfer"
         )
     out: list[dict] = []
-    for params, lr in ((head, config.lr), (backbone, config.lr * t.backbone_lr_mult)):
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
+    base_lr = config.effective_lr
+    for params, lr in ((head, base_lr), (backbone, base_lr * t.backbone_lr_mult)):
+        decay, no_decay = split_decay(params)
         for ps, wd in ((decay, config.weight_decay), (no_decay, 0.0)):
             if ps:
                 out.append({"params": ps, "lr": lr, "weight_decay": wd})
