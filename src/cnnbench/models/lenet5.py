@@ -94,3 +94,15 @@ def lenet5(
         activation=activation,
         pool=pool,
     )
+
+
+@register_model
+def lenet5_relu(*, num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> LeNet5:
+    """LeNet-5 in its common modern form (ReLU, max pooling); same layers and parameters."""
+    return LeNet5(
+        num_classes=num_classes,
+        in_chans=in_chans,
+        input_size=input_size,
+        activation="relu",
+        pool="max",
+    )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import sys
 import time
@@ -561,13 +562,16 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
             [stats["loss_sum"], stats["correct"], stats["samples"]], run.device, run.dist_info
         )
         stats = {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+    t0 = time.perf_counter()
     val = evaluate(run.eval_model, data.eval_batches(data.x_val, data.y_val),
                    device=run.device, amp_dtype=run.amp_dtype)  # fmt: skip
     return {
         "epoch": epoch, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
         "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
         "epoch_time_s": round(epoch_time, 3),
+        "val_time_s": round(time.perf_counter() - t0, 3),
         "images_per_s": round(data.x_train.shape[0] / epoch_time, 1),
+        "load_avg": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }  # fmt: skip
 
 
@@ -623,6 +627,12 @@ def _test(run: _Run) -> dict[str, Any]:
     return out
 
 
+def _mean(values: list[float | None]) -> float | None:
+    """Mean of the values that are there (None if none is): the machine's load per epoch."""
+    present = [v for v in values if v is not None]
+    return round(sum(present) / len(present), 2) if present else None
+
+
 def standard_error(acc: float, n: int) -> float | None:
     """Binomial standard error of an accuracy measured on ``n`` images."""
     if n <= 0 or acc != acc:  # NaN
@@ -655,6 +665,7 @@ def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str
         "fit_time_s": round(state.fit_time_s, 2),
         "budget_minutes": config.budget_minutes, "budget": run.calibration,
         "images_per_s": round(sum(h["images_per_s"] for h in history) / max(1, len(history)), 1),
+        "load_average": _mean([h.get("load_avg") for h in history]),
         "device": env["device_name"], "threads": env["threads"], "versions": env["versions"],
         "git_commit": env["git_commit"],
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
