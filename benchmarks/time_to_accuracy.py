@@ -52,7 +52,7 @@ def run_name(model: str, options: dict[str, str]) -> str:
 
 
 def train_command(model: str, options: dict[str, str], runs_dir: Path, recipe: str) -> list[str]:
-    cmd = ["cnnbench", "train", "--recipe", recipe, "--model", model,
+    cmd = [sys.executable, "-m", "cnnbench", "train", "--recipe", recipe, "--model", model,
            "--runs-dir", str(runs_dir), "--name", run_name(model, options), "--resume"]  # fmt: skip
     for key, value in options.items():
         cmd += [f"--{key}", value]
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             continue
         cmd = train_command(model, options, args.runs_dir, args.recipe)
-        print("$", shlex.join(cmd), f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        print("$", shlex.join(["cnnbench", *cmd[3:]]), f"(load {os.getloadavg()[0]:.1f})", flush=True)
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL)
         if done.returncode != 0:
             print(f"{run.name}: exit code {done.returncode}", file=sys.stderr)
