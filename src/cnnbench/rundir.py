@@ -9,8 +9,11 @@ A run directory holds::
     summary.json    written last, atomically: the run is complete once it says so
     bench.json      batch-1 latency figures (cnnbench bench / the study)
 
+    zoo.json        only in a shipped (zoo) model: its card, with the sha256 of best.pt
+
 Writers are the trainer (the first five) and the benchmark; everything else only reads,
-through ``RunDir``.
+through ``RunDir``. ``resolve(arg)`` turns what a user types (a run directory, a checkpoint
+file's folder, or a zoo name such as ``fastnet_small-cifar10``) into a ``RunDir``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ LAST = "last.pt"
 BEST = "best.pt"
 SUMMARY = "summary.json"
 BENCH = "bench.json"
+ZOO_CARD = "zoo.json"
+
+
+class RunDirError(ValueError):
+    """A run directory (or zoo name) that cannot be used; the message is one line."""
 
 
 class RunDir:
@@ -104,11 +112,87 @@ class RunDir:
         """bench.json, or None."""
         return _read_json(self.bench_path)
 
+    @property
+    def zoo_card_path(self) -> Path:
+        return self.path / ZOO_CARD
+
+    def zoo_card(self) -> dict[str, Any] | None:
+        """The zoo card of a shipped model, or None for an ordinary run."""
+        return _read_json(self.zoo_card_path)
+
+    def verify(self, which: str = "best") -> None:
+        """For a zoo model: refuse a checkpoint whose sha256 is not the card's."""
+        card = self.zoo_card()
+        if card is None:
+            return
+        path = self.checkpoint_path(which)
+        want = card.get("sha256")
+        got = sha256_of(path) if path.is_file() else None
+        if got != want:
+            raise RunDirError(
+                f"{path}: sha256 {got} does not match its card ({want}); the weights were "
+                "changed or damaged: reinstall cnnbench or re-export the model"
+            )
+
     def load_checkpoint(self, which: str = "best", map_location: Any = "cpu") -> dict[str, Any]:
-        """The checkpoint dict, loaded with ``weights_only=True`` (see train.checkpoint)."""
+        """The checkpoint dict, loaded with ``weights_only=True`` (see train.checkpoint);
+        a zoo model's file is checked against its card's sha256 first."""
         from cnnbench.train.checkpoint import load_checkpoint
 
+        self.verify(which)
         return load_checkpoint(self.checkpoint_path(which), map_location=map_location)
+
+    def load_model(self, which: str = "best", map_location: Any = "cpu") -> tuple[Any, dict]:
+        """(model in eval mode with the checkpoint's weights, checkpoint dict)."""
+        from cnnbench.models import create_model
+
+        ckpt = self.load_checkpoint(which, map_location)
+        model = create_model(**ckpt["model_spec"])
+        model.load_state_dict(ckpt["model"])
+        return model.eval(), ckpt
+
+
+def checkpoint_dataset(ckpt: dict[str, Any], data_dir: str | None = None, **kw: Any) -> Any:
+    """The dataset a checkpoint was trained on, at the input size it was trained at."""
+    from cnnbench.data import load_dataset
+
+    cfg = ckpt.get("config", {})
+    input_size = ckpt.get("input_size") or [3, cfg.get("image_size", 32), 0]
+    kw.setdefault("show_progress", False)
+    return load_dataset(
+        ckpt.get("dataset", cfg.get("dataset")),
+        data_dir=data_dir or cfg.get("data_dir"),
+        image_size=int(input_size[1]),
+        label_kind=cfg.get("label_kind", "fine"),
+        **kw,
+    )
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(arg: str | Path) -> RunDir:
+    """A run directory from what a user typed: a folder, a ``.pt`` file's folder, or the name
+    of a shipped zoo model (see ``cnnbench zoo``). Raises RunDirError otherwise."""
+    path = Path(arg)
+    if path.is_dir():
+        return RunDir(path)
+    if path.is_file() and path.suffix == ".pt":
+        return RunDir(path.parent)
+    from cnnbench import zoo
+
+    entry = zoo.find(str(arg))
+    if entry is not None:
+        return RunDir(entry)
+    names = ", ".join(zoo.names()) or "none shipped"
+    raise RunDirError(f"{arg}: no such run directory, checkpoint or zoo model (zoo: {names})")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "cnnbench.cli.bench",  # bench, export, predict, pick
     "cnnbench.cli.serve",  # serve
     "cnnbench.cli.tune",  # tune
+    "cnnbench.cli.zoo",  # zoo
 )
 
 

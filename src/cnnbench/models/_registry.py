@@ -47,14 +47,28 @@ def describe_model(name: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
-def create_model(name: str, *, num_classes: int = 10, **kwargs: Any) -> CNNBenchModel:
+def create_model(
+    name: str, *, num_classes: int | None = None, pretrained: str | None = None, **kwargs: Any
+) -> CNNBenchModel:
     """Build the model registered as ``name``.
+
+    ``pretrained="cifar10"`` (or another dataset) returns the zoo's trained ``<name>-<dataset>``
+    (see ``cnnbench zoo``), weights checked against the card's sha256, in eval mode; its head
+    is replaced by a fresh one if ``num_classes`` is given and differs. Without ``pretrained``,
+    ``num_classes`` defaults to 10.
 
     Unknown names raise ``ValueError`` listing the valid ones; arguments the builder does not
     take raise ``TypeError`` listing the ones it does. The model gets
     ``cnnbench_spec = {"name": name, "num_classes": num_classes, **kwargs}`` so that
     ``create_model(**model.cnnbench_spec)`` rebuilds the same architecture.
     """
+    if pretrained is not None:
+        if kwargs:
+            raise TypeError(f"pretrained {name!r} takes no builder arguments, got {sorted(kwargs)}")
+        from cnnbench.zoo.build import load_pretrained
+
+        return load_pretrained(name, pretrained, num_classes)
+    num_classes = 10 if num_classes is None else num_classes
     try:
         builder = _MODELS[name]
     except (KeyError, TypeError):

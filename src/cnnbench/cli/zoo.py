@@ -1,0 +1,88 @@
+"""`cnnbench zoo`: the trained models shipped with cnnbench, their cards, and adding one."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _fmt_ms(lat: dict, backend: str) -> str:
+    r = (lat or {}).get(backend) or {}
+    return f"{r['p50_ms']:.3f}/{r['p99_ms']:.3f}" if "p50_ms" in r else "-"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from cnnbench import zoo
+
+    cards = zoo.cards()
+    if args.json:
+        print(json.dumps(cards, indent=2))
+        return 0
+    if not cards:
+        print("no models shipped yet (cnnbench zoo add RUN adds one)")
+        return 0
+    head = (f"{'name':<28}{'test %':>15}{'TTA %':>8}{'params':>11}{'MACs':>8}"
+            f"{'fp32 p50/p99 ms':>17}{'int8 p50/p99 ms':>17}{'int8 %':>8}{'train':>8}")  # fmt: skip
+    print(head)
+    for c in cards:
+        acc = f"{c['test_acc']:.2%}±{(c.get('test_acc_se') or 0):.2%}"
+        tta = f"{c['test_acc_tta']:.2%}" if c.get("test_acc_tta") is not None else "-"
+        int8 = (c.get("int8") or {}).get("onnx_int8_acc")
+        minutes = (c.get("fit_time_s") or c["train_time_s"]) / 60
+        print(f"{c['name']:<28}{acc:>15}{tta:>8}{c['params']:>11,}{c['macs'] / 1e6:>7.1f}M"
+              f"{_fmt_ms(c.get('latency'), 'onnxruntime'):>17}"
+              f"{_fmt_ms(c.get('latency'), 'onnxruntime-int8'):>17}"
+              f"{(f'{int8:.2%}' if int8 is not None else '-'):>8}{minutes:>6.1f}m")  # fmt: skip
+    print("\naccuracy: CIFAR test split, validation-selected weights, ± standard error; "
+          "latency: batch 1, ONNX Runtime, one thread (see each card: cnnbench zoo show NAME)")
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from cnnbench import zoo
+    from cnnbench.cli import UserError
+
+    path = zoo.find(args.name)
+    if path is None:
+        raise UserError(f"no zoo model {args.name!r}; shipped: {', '.join(zoo.names()) or 'none'}")
+    print((path / "README.md").read_text())
+    return 0
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    from cnnbench.zoo.build import add_run
+
+    card = add_run(args.run, args.name, zoo_root=args.zoo_dir, data_dir=args.data_dir,
+                   force=args.force, measure=not args.no_measure)  # fmt: skip
+    print(f"added {card['name']}: test {card['shipped_test_acc']:.2%} with the shipped weights")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `zoo` sub-command (list, show, add)."""
+    p = sub.add_parser(
+        "zoo", help="trained models shipped with cnnbench",
+        description="List the shipped trained models with their measured accuracy and "
+        "latency. Every command that takes a run directory (predict, serve, bench, export, "
+        "evaluate) also takes a zoo name; in Python: create_model(NAME, pretrained=DATASET).",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the cards as JSON")
+    p.set_defaults(func=_cmd_list)
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ACTION")
+    s = zsub.add_parser("show", help="print one model's card")
+    s.add_argument("name", help="zoo name, e.g. fastnet_small-cifar10")
+    s.set_defaults(func=_cmd_show)
+    a = zsub.add_parser(
+        "add", help="add a finished run to the zoo (measures it: minutes)",
+        description="Copy a finished run's validation-selected weights (fp16) and records into "
+        "the zoo, re-measure the shipped weights' test accuracy, batch-1 latency (ONNX Runtime "
+        "fp32 and int8, one thread) and int8 accuracy, and write its card.",
+    )  # fmt: skip
+    a.add_argument("run", type=Path, help="finished run directory")
+    a.add_argument("--name", default=None, help="zoo name (default: MODEL-DATASET)")
+    a.add_argument("--zoo-dir", type=Path, default=None, help="zoo folder (default: the package's)")
+    a.add_argument("--data-dir", default=None, help="where the dataset is (default: as trained)")
+    a.add_argument("--force", action="store_true", help="replace an existing entry")
+    a.add_argument("--no-measure", action="store_true", help="skip latency and int8 (fast)")
+    a.set_defaults(func=_cmd_add)

@@ -1,0 +1,107 @@
+"""The zoo: entries built from real runs, hash-checked weights, cards that re-measure."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnbench import zoo
+from cnnbench.models import create_model
+from cnnbench.rundir import RunDir, RunDirError, resolve, sha256_of
+from cnnbench.train import load_config, train
+from cnnbench.zoo.build import CHECK_SUBSET, add_run, measure_test_accuracy
+
+SHIPPED = zoo.names()
+
+
+@pytest.fixture(scope="module")
+def tmp_zoo(data_dir, tmp_path_factory):
+    """A zoo folder with one entry built from a small real run (no latency measurement)."""
+    runs = tmp_path_factory.mktemp("runs")
+    cfg = load_config({"model": "lenet5_relu", "data_dir": str(data_dir), "epochs": 1,
+                       "train_subset": 1000, "val_size": 500, "test_subset": 500,
+                       "batch_size": 100, "optimizer": "adam", "lr": 0.002, "threads": 1,
+                       "name": "small"})  # fmt: skip
+    train(cfg, runs_dir=runs, progress=False)
+    root = tmp_path_factory.mktemp("zoo")
+    card = add_run(runs / "small", "lenet5_relu-cifar10", zoo_root=root, measure=False)
+    return root, card, runs / "small"
+
+
+def test_entry_is_a_run_directory_with_a_card(tmp_zoo):
+    root, card, run = tmp_zoo
+    entry = RunDir(root / card["name"])
+    assert entry.is_complete() and entry.zoo_card() == card
+    assert card["sha256"] == sha256_of(entry.checkpoint_path("best"))
+    ckpt = entry.load_checkpoint()
+    assert "optimizer" not in ckpt and ckpt["model_spec"]["name"] == "lenet5_relu"
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert card["test_acc"] == json.loads((run / "summary.json").read_text())["test_acc"]
+    assert "lenet5_relu-cifar10" in (root / card["name"] / "README.md").read_text()
+
+
+def test_entry_is_never_overwritten(tmp_zoo):
+    root, card, run = tmp_zoo
+    with pytest.raises(RunDirError, match="--force"):
+        add_run(run, card["name"], zoo_root=root, measure=False)
+
+
+def test_shipped_weights_remeasure(tmp_zoo, data_dir):
+    root, card, _ = tmp_zoo
+    entry = root / card["name"]
+    assert measure_test_accuracy(entry, str(data_dir), CHECK_SUBSET) == card["check_subset"]["test_acc"]
+    # fp16 weights: within 0.1 point of the fp32 run on the whole test split
+    assert abs(card["shipped_test_acc"] - measure_test_accuracy(entry, str(data_dir))) == 0
+
+
+def test_tampered_weights_are_refused(tmp_zoo, tmp_path):
+    root, card, _ = tmp_zoo
+    copy = tmp_path / card["name"]
+    copy.mkdir()
+    for f in (root / card["name"]).iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    raw = bytearray((copy / "best.pt").read_bytes())
+    raw[-100] ^= 0xFF
+    (copy / "best.pt").write_bytes(bytes(raw))
+    with pytest.raises(RunDirError, match="does not match its card"):
+        RunDir(copy).load_checkpoint()
+
+
+def test_zoo_names_resolve_and_create_model_pretrained(tmp_zoo, monkeypatch):
+    root, card, _ = tmp_zoo
+    monkeypatch.setattr(zoo, "root", lambda: root)
+    assert zoo.names() == [card["name"]]
+    assert resolve(card["name"]).path == root / card["name"]
+    assert resolve("zoo:" + card["name"]).path == root / card["name"]
+    with pytest.raises(RunDirError, match="zoo"):
+        resolve("no-such-model")
+    model = create_model("lenet5_relu", pretrained="cifar10")
+    assert not model.training and model.num_classes == 10
+    want = RunDir(root / card["name"]).load_checkpoint()["model"]["head.weight"].float()
+    torch.testing.assert_close(model.head.weight, want)
+    assert create_model("lenet5_relu", pretrained="cifar10", num_classes=3).num_classes == 3
+    with pytest.raises(ValueError, match="no pretrained"):
+        create_model("resnet8", pretrained="cifar10")
+
+
+def test_cli_lists_the_zoo():
+    out = subprocess.run([sys.executable, "-m", "cnnbench", "zoo"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    for name in SHIPPED:
+        assert name in out
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_card_matches_its_weights(name, data_dir):
+    entry = RunDir(zoo.find(name))
+    card = entry.zoo_card()
+    assert card["sha256"] == sha256_of(entry.checkpoint_path("best"))
+    got = measure_test_accuracy(entry.path, str(data_dir), card["check_subset"]["images"])
+    assert abs(got - card["check_subset"]["test_acc"]) <= 0.001 + 1e-9  # 0.1 point
+    assert abs(card["shipped_test_acc"] - card["test_acc"]) <= 0.001 + 1e-9
+    assert entry.checkpoint_path("best").stat().st_size <= 10 * 2**20
