@@ -133,10 +133,13 @@ def evaluate(
     amp_dtype: torch.dtype | None = None,
     tta: str = "off",
 ) -> dict[str, float]:
-    """Mean cross-entropy (no smoothing) and accuracy over ``batches``; NaN if empty."""
+    """Mean cross-entropy (no smoothing), accuracy and how often each class was predicted
+    (``pred_counts``) over ``batches``; NaN if empty."""
     logits, y = predict_logits(model, batches, device=device, amp_dtype=amp_dtype, tta=tta)
     if y.numel() == 0:
-        return {"loss": float("nan"), "acc": float("nan")}
+        return {"loss": float("nan"), "acc": float("nan"), "pred_counts": []}
     loss = nn.functional.cross_entropy(logits, y).item()
-    acc = (logits.argmax(1) == y).float().mean().item()
-    return {"loss": loss, "acc": acc}
+    pred = logits.argmax(1)
+    acc = (pred == y).float().mean().item()
+    counts = torch.bincount(pred, minlength=logits.shape[1]).tolist()
+    return {"loss": loss, "acc": acc, "pred_counts": counts}

@@ -50,6 +50,7 @@ from cnnbench.train.distributed import DistInfo, all_reduce_sum, barrier, cleanu
 from cnnbench.train.ema import ModelEMA
 from cnnbench.train.loop import TTA_VIEWS, evaluate, train_one_epoch
 from cnnbench.train.optim import build_optimizer, build_scheduler
+from cnnbench.verdict import did_not_learn
 
 __all__ = ["RunExistsError", "TrainState", "is_complete", "read_summary", "train"]
 
@@ -617,7 +618,8 @@ def _test(run: _Run) -> dict[str, Any]:
     t0 = time.perf_counter()
     plain = evaluate(model, batches, device=run.device, amp_dtype=run.amp_dtype)
     out = {"test_acc": plain["acc"], "test_loss": plain["loss"],
-           "test_time_s": round(time.perf_counter() - t0, 3)}  # fmt: skip
+           "test_time_s": round(time.perf_counter() - t0, 3),
+           "test_pred_counts": plain["pred_counts"]}  # fmt: skip
     if run.config.tta != "off":
         t0 = time.perf_counter()
         tta = evaluate(model, batches, device=run.device, amp_dtype=run.amp_dtype,
@@ -674,6 +676,7 @@ def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str
     }  # fmt: skip
     if "test_acc_tta" in test:
         summary["test_acc_tta_se"] = standard_error(test["test_acc_tta"], n_test)
+    summary["did_not_learn"] = did_not_learn(summary, len(data.classes))
     if run.main:
         write_json_atomic(run.rundir.summary_path, summary)
     return summary
