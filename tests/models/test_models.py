@@ -22,6 +22,8 @@ PINNED_PARAMS = {
     ("fastnet", 100): 1_995_644,
     ("fastnet_base", 10): 1_972_514,
     ("fastnet_base", 100): 1_995_644,
+    ("fastnet_medium", 10): 1_113_058,
+    ("fastnet_medium", 100): 1_130_428,
     ("fastnet_small", 10): 497_826,
     ("fastnet_small", 100): 509_436,
     ("fastnet_tiny", 10): 126_818,
@@ -51,6 +53,7 @@ PINNED_PARAMS = {
 # Exact MACs of one 3x32x32 image, 10 classes, default arguments (cnnbench.profile.count_macs).
 PINNED_MACS = {
     "fastnet_base": 118_147_360,
+    "fastnet_medium": 69_070_368,
     "fastnet_small": 33_066_272,
     "fastnet_tiny": 10_135_072,
     "mobilenetv2": 87_976_448,
@@ -64,6 +67,7 @@ PINNED_MACS = {
 NON_DEFAULT_KWARGS = {
     "fastnet": {"widths": [16, 32, 64], "dirac": False},
     "fastnet_base": {"dirac": False},
+    "fastnet_medium": {"dirac": False},
     "fastnet_small": {"dirac": False},
     "fastnet_tiny": {"dirac": False},
     "lenet5": {"activation": "relu", "pool": "max"},
@@ -91,6 +95,7 @@ def test_expected_models_registered() -> None:
     assert ALL_MODELS == [
         "fastnet",
         "fastnet_base",
+        "fastnet_medium",
         "fastnet_small",
         "fastnet_tiny",
         "lenet5",

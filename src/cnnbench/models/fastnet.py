@@ -29,7 +29,7 @@ The network, for 3x32x32 inputs:
 Nothing here is CIFAR-specific except the input size the widths were chosen for; there is no
 stride anywhere (downsampling is the max-pools), so larger inputs work and cost more.
 MACs at 32x32: ``fastnet_tiny`` (16/64/64) 10.1 M, ``fastnet_small`` (32/128/128) 33.1 M,
-``fastnet_base`` (64/256/256) 118.1 M.
+``fastnet_medium`` (48/192/192) 69.1 M, ``fastnet_base`` (64/256/256) 118.1 M.
 """
 
 from __future__ import annotations
@@ -171,6 +171,12 @@ def fastnet_tiny(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True
 def fastnet_small(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
     """FastNet 32/128/128: ~33 M MACs, trains at ~700 img/s on two CPU cores."""
     return _build(num_classes, in_chans, (32, 128, 128), dirac=dirac)
+
+
+@register_model
+def fastnet_medium(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
+    """FastNet 48/192/192: ~69 M MACs, the largest of the grid under 1 ms batch-1 on one core."""
+    return _build(num_classes, in_chans, (48, 192, 192), dirac=dirac)
 
 
 @register_model
