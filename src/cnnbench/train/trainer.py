@@ -194,9 +194,6 @@ class TransferInit:
     """The parent's backbone with a fresh head, frozen by the policy (``train.transfer``)."""
 
     def check(self, config: RunConfig) -> None:
-        if config.bn_freeze_scale:
-            raise ConfigError("bn_freeze_scale cannot be combined with transfer (the policy "
-                              "decides what trains)")  # fmt: skip
         transfer.check_transfer(config)  # a bad parent must not leave a half-made run dir
 
     def build(self, config: RunConfig, num_classes: int, data: _Data) -> nn.Module:
@@ -537,6 +534,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     run.init.on_epoch_start(run.model, config, epoch)
+    apply_bn_options(run.model, config, fresh=False)  # a policy may have unfrozen BN scales
     lr = run.optimizer.param_groups[0]["lr"]
     bar = tqdm(
         total=run.steps_per_epoch, desc=f"{config.run_name()} {epoch}/{config.epochs}",

@@ -45,6 +45,7 @@ from typing import Any
 from torch import nn
 
 from cnnbench.rundir import is_complete
+from cnnbench.zoo import find as zoo_find
 from cnnbench.train.checkpoint import CheckpointError, load_checkpoint
 from cnnbench.train.config import ConfigError, RunConfig, TransferConfig
 from cnnbench.train.optim import split_decay
@@ -59,11 +60,14 @@ _FROZEN_ATTR = "_cnnbench_frozen"
 def parent_checkpoint_path(transfer: TransferConfig) -> Path:
     """The parent's checkpoint file: ``<run>/best.pt`` or ``last.pt``, or the .pt file given.
 
+    ``parent`` may also name a shipped zoo model (``zoo:fastnet_small-cifar100``).
     Raises CheckpointError if the parent does not exist, or is a run directory that has not
     finished (a child of a half-trained parent would be silently worse; pass the .pt file
     itself to transfer from an unfinished run on purpose).
     """
     parent = Path(transfer.parent)
+    if not parent.exists() and zoo_find(transfer.parent) is not None:
+        parent = zoo_find(transfer.parent)  # a shipped model: `parent: zoo:NAME` or NAME
     if parent.is_dir():
         if not is_complete(parent):
             raise CheckpointError(
