@@ -45,10 +45,10 @@ from typing import Any
 from torch import nn
 
 from cnnbench.rundir import is_complete
-from cnnbench.zoo import find as zoo_find
 from cnnbench.train.checkpoint import CheckpointError, load_checkpoint
 from cnnbench.train.config import ConfigError, RunConfig, TransferConfig
 from cnnbench.train.optim import split_decay
+from cnnbench.zoo import find as zoo_find
 
 # Set on each backbone group: True while the group is frozen (read by the pre-hook).
 _FROZEN_ATTR = "_cnnbench_frozen"
