@@ -34,7 +34,7 @@ import argparse
 import datetime
 import itertools
 import json
-import platform
+import os
 import statistics
 import sys
 import time
@@ -47,6 +47,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from cnnbench.data import Augment, BatchIterator, ImageDataset, load_dataset
+from cnnbench.env import cpu_name
+from cnnbench.env import environment as cnnbench_environment
+from cnnbench.fileio import write_text_atomic
 from cnnbench.models import create_model
 from cnnbench.train.config import RunConfig
 from cnnbench.train.loop import train_one_epoch
@@ -94,10 +97,15 @@ def reference_loader(
     mean, std = ds.mean_std()
     dataset = PILCifar(ds.x_train, ds.y_train, reference_transform(mean, std))
     return DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
-        pin_memory=device.type == "cuda", drop_last=True,
-        persistent_workers=False, generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=True,
+        persistent_workers=False,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def reference_train_steps(
@@ -131,9 +139,16 @@ def reference_optimizer(model: nn.Module) -> torch.optim.Optimizer:
 # --------------------------------------------------------------------------- cnnbench loop
 def run_config(model: str, args: argparse.Namespace) -> RunConfig:
     return RunConfig(
-        model=model, batch_size=args.batch_size, optimizer="sgd", lr=LR, momentum=MOMENTUM,
-        weight_decay=WEIGHT_DECAY, schedule="cosine", epochs=1, seed=args.seed,
-    )  # fmt: skip
+        model=model,
+        batch_size=args.batch_size,
+        optimizer="sgd",
+        lr=LR,
+        momentum=MOMENTUM,
+        weight_decay=WEIGHT_DECAY,
+        schedule="cosine",
+        epochs=1,
+        seed=args.seed,
+    )
 
 
 def cnnbench_batches(
@@ -143,10 +158,18 @@ def cnnbench_batches(
     mean, std = ds.mean_std()
     gen = torch.Generator(device=x.device).manual_seed(args.seed)
     return BatchIterator(
-        x, y, args.batch_size, shuffle=True, augment=Augment(crop_padding=4), mean=mean,
-        std=std, generator=gen, drop_last=True, device=x.device,
+        x,
+        y,
+        args.batch_size,
+        shuffle=True,
+        augment=Augment(crop_padding=4),
+        mean=mean,
+        std=std,
+        generator=gen,
+        drop_last=True,
+        device=x.device,
         channels_last=args.channels_last,
-    )  # fmt: skip
+    )
 
 
 def amp_dtype(args: argparse.Namespace) -> torch.dtype | None:
@@ -180,13 +203,15 @@ def time_cnnbench(
     loss_fn = nn.CrossEntropyLoss()
     batches = iter(cnnbench_batches(x, y, ds, args))
     kw = {"device": device, "amp_dtype": amp_dtype(args)}
-    train_one_epoch(step_model, itertools.islice(batches, args.warmup), optimizer, scheduler,
-                    loss_fn, **kw)  # fmt: skip
+    train_one_epoch(
+        step_model, itertools.islice(batches, args.warmup), optimizer, scheduler, loss_fn, **kw
+    )
     sync(device)
     t0 = time.perf_counter()
     # train_one_epoch reads its running sums once at the end (.item()): that is the sync.
-    train_one_epoch(step_model, itertools.islice(batches, args.steps), optimizer, scheduler,
-                    loss_fn, **kw)  # fmt: skip
+    train_one_epoch(
+        step_model, itertools.islice(batches, args.steps), optimizer, scheduler, loss_fn, **kw
+    )
     return args.steps * args.batch_size / (time.perf_counter() - t0)
 
 
@@ -327,22 +352,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="training device")
     p.add_argument(
-        "--ref-workers", type=int, default=None,
+        "--ref-workers",
+        type=int,
+        default=None,
         help="DataLoader workers of the reference (default: 0 on CPU, 8 on CUDA)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--channels-last", action=argparse.BooleanOptionalAction, default=None,
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="cnnbench loop in channels_last (default: on; the reference stays NCHW)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--amp", choices=["off", "bf16"], default=None,
+        "--amp",
+        choices=["off", "bf16"],
+        default=None,
         help="cnnbench loop autocast (default: bf16 on CUDA, off on CPU)",
-    )  # fmt: skip
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the cnnbench model")
     p.add_argument(
-        "--optimizer-impl", choices=["default", "foreach", "fused"], default="default",
+        "--optimizer-impl",
+        choices=["default", "foreach", "fused"],
+        default="default",
         help="cnnbench loop SGD implementation (default: what build_optimizer gives)",
-    )  # fmt: skip
+    )
     p.add_argument("--decompose", action="store_true", help="also time data / model / optimizer")
     p.add_argument("--try-bf16", action="store_true", help="decomposition also times bf16")
     p.add_argument("--skip-reference", action="store_true", help="time the cnnbench loop only")
@@ -361,21 +394,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def environment(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if "model name" in line)
-    except (OSError, StopIteration):
-        pass
-    env = {
+    """``cnnbench.env.environment`` (versions, git commit, threads...) plus what this script
+    has always recorded: date, torch / python versions, CPU, cores, command and load."""
+    env = cnnbench_environment(device)
+    return {
+        **env,
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu,
-        "cpu_count": torch.multiprocessing.cpu_count(), "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": env["versions"]["torch"],
+        "python": env["versions"]["python"],
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        # "cpu", or the GPU's name, as this script's JSON always said
+        "device": env["device_name"] if device.type == "cuda" else "cpu",
         "command": " ".join(sys.argv),
-    }  # fmt: skip
-    env["loadavg_start"] = loadavg()
-    return env
+        "loadavg_start": loadavg(),
+    }
 
 
 def loadavg() -> list[str] | None:
@@ -410,8 +443,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ours.append(time_cnnbench(name, data, ds, args, device))
             if not args.skip_reference:
                 ref.append(time_reference(name, ds, args, device))
-            print(f"  {name} repeat {rep + 1}: cnnbench {ours[-1]:.1f} img/s"
-                  + (f", reference {ref[-1]:.1f} img/s" if ref else ""), flush=True)  # fmt: skip
+            print(
+                f"  {name} repeat {rep + 1}: cnnbench {ours[-1]:.1f} img/s"
+                + (f", reference {ref[-1]:.1f} img/s" if ref else ""),
+                flush=True,
+            )
         row: dict[str, Any] = {"model": name, "cnnbench_img_s": ours, "reference_img_s": ref}
         row["cnnbench_median"] = statistics.median(ours)
         if ref:
@@ -435,8 +471,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.channels_last}, amp {args.amp}, compile {args.compile})"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2, default=str)
+        write_text_atomic(args.json, json.dumps(results, indent=2, default=str))
     return results
 
 

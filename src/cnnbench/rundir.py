@@ -152,6 +152,19 @@ class RunDir:
         return model.eval(), ckpt
 
 
+def load_model_from(
+    path: str | Path, which: str = "best", map_location: Any = "cpu"
+) -> tuple[Any, dict[str, Any]]:
+    """(model in eval mode, checkpoint dict) of a run directory's ``which`` checkpoint, or of
+    the checkpoint file ``path`` itself."""
+    path = Path(path)
+    if path.is_dir():
+        return RunDir(path).load_model(which, map_location)
+    from cnnbench.train.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(path, map_location)
+
+
 def checkpoint_dataset(ckpt: dict[str, Any], data_dir: str | None = None, **kw: Any) -> Any:
     """The dataset a checkpoint was trained on, at the input size it was trained at."""
     from cnnbench.data import load_dataset
@@ -200,7 +213,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return None
     return data if isinstance(data, dict) else None
 

@@ -25,16 +25,27 @@ from __future__ import annotations
 
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from cnnbench.fileio import write_text_atomic
 from cnnbench.train.config import ConfigError, RunConfig, load_config, read_yaml
 
-TUNE_KEYS = ("name", "description", "base", "search", "trials", "storage", "seed",
-             "startup_trials", "direction")  # fmt: skip
+TUNE_KEYS = (
+    "name",
+    "description",
+    "base",
+    "search",
+    "trials",
+    "storage",
+    "seed",
+    "startup_trials",
+    "direction",
+)
 
 
 @dataclass
@@ -104,10 +115,16 @@ def load_search(path: str | Path) -> SearchSpec:
             except ConfigError as e:
                 raise ConfigError(f"{path}: search.{key}={v!r}: {e}") from None
     return SearchSpec(
-        name=name, base=dict(base), space=space, trials=trials, storage=data.get("storage"),
-        seed=int(data.get("seed", 0)), startup_trials=int(data.get("startup_trials", 4)),
-        description=str(data.get("description") or ""), source=str(path),
-    )  # fmt: skip
+        name=name,
+        base=dict(base),
+        space=space,
+        trials=trials,
+        storage=data.get("storage"),
+        seed=int(data.get("seed", 0)),
+        startup_trials=int(data.get("startup_trials", 4)),
+        description=str(data.get("description") or ""),
+        source=str(path),
+    )
 
 
 def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
@@ -119,11 +136,17 @@ def suggest(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
         elif all(isinstance(dist[k], int) for k in ("low", "high")) and not isinstance(
             dist.get("step", 1), float
         ):
-            params[key] = trial.suggest_int(key, dist["low"], dist["high"],
-                                            step=dist.get("step", 1), log=dist.get("log", False))  # fmt: skip
+            params[key] = trial.suggest_int(
+                key, dist["low"], dist["high"], step=dist.get("step", 1), log=dist.get("log", False)
+            )
         else:
-            params[key] = trial.suggest_float(key, float(dist["low"]), float(dist["high"]),
-                                              log=dist.get("log", False), step=dist.get("step"))  # fmt: skip
+            params[key] = trial.suggest_float(
+                key,
+                float(dist["low"]),
+                float(dist["high"]),
+                log=dist.get("log", False),
+                step=dist.get("step"),
+            )
     return params
 
 
@@ -140,65 +163,109 @@ def run_search(
         import optuna
     except ImportError as e:  # optional extra
         raise ConfigError("cnnbench tune needs Optuna: pip install 'cnnbench[tune]'") from e
-    from cnnbench.train import train
 
     search_dir = Path(runs_dir) / spec.name
     search_dir.mkdir(parents=True, exist_ok=True)
     url = storage or spec.storage or f"sqlite:///{(search_dir / 'optuna.db').resolve()}"
-    # Heartbeats mark the trials of a killed worker as failed, so a restart does not wait.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    study = optuna.create_study(
-        study_name=spec.name, storage=rdb, direction="maximize", load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials,
-                                           n_warmup_steps=1),
-    )  # fmt: skip
-    (search_dir / "search.yaml").write_text(yaml.safe_dump(
-        {"name": spec.name, "source": spec.source, "base": spec.base, "search": spec.space,
-         "trials": spec.trials, "storage": url if url.startswith("sqlite") else "(external)"},
-        sort_keys=False))  # fmt: skip
-
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, spec.space)
-        config = load_config({**spec.base, **params, **(overrides or {}),
-                              "name": f"trial-{trial.number:04d}"})  # fmt: skip
-
-        def report(row: dict[str, Any]) -> None:
-            trial.report(row["val_acc"], step=row["epoch"])
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
-
-        summary = train(config, runs_dir=search_dir, resume=True, progress=progress,
-                        on_epoch_end=report)  # fmt: skip
-        trial.set_user_attr("run", config.run_name())
-        trial.set_user_attr("test_acc", summary["test_acc"])
-        return float(summary["best_val_acc"] if summary["best_val_acc"] is not None
-                     else summary["final_val_acc"])  # fmt: skip
-
+    study = _open_study(optuna, spec, url)
+    _write_yaml(
+        search_dir / "search.yaml",
+        {
+            "name": spec.name,
+            "source": spec.source,
+            "base": spec.base,
+            "search": spec.space,
+            "trials": spec.trials,
+            "storage": url if url.startswith("sqlite") else "(external)",
+        },
+    )
+    objective = _objective(optuna, spec, search_dir, progress, overrides or {})
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = len(study.get_trials(deepcopy=False, states=finished))
     if done < spec.trials:
         if not progress:
             optuna.logging.set_verbosity(optuna.logging.WARNING)
         study.optimize(
-            objective, n_trials=spec.trials - done,
+            objective,
+            n_trials=spec.trials - done,
             callbacks=[optuna.study.MaxTrialsCallback(spec.trials, states=finished)],
-            catch=(), show_progress_bar=False,
-        )  # fmt: skip
-    trials = study.get_trials(deepcopy=False)
-    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not complete:
-        raise ConfigError(f"search {spec.name}: no trial completed")
-    best = study.best_trial
-    result = {
-        "name": spec.name, "storage": url, "trials": len(trials),
-        "complete": len(complete),
-        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
-        "failed": sum(t.state == optuna.trial.TrialState.FAIL for t in trials),
-        "best": {"number": best.number, "value": best.value, "params": best.params,
-                 "run": best.user_attrs.get("run"), "test_acc": best.user_attrs.get("test_acc")},
-    }  # fmt: skip
-    (search_dir / "search_result.yaml").write_text(yaml.safe_dump(result, sort_keys=False))
+            catch=(),
+            show_progress_bar=False,
+        )
+    result = _result(optuna, study, spec.name, url)
+    _write_yaml(search_dir / "search_result.yaml", result)
     return result
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def _open_study(optuna: Any, spec: SearchSpec, url: str) -> Any:
+    """The Optuna study in ``url`` (created on first use): TPE sampling, median pruning."""
+    # Heartbeats mark the trials of a killed worker as failed, so a restart does not wait.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        rdb = optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
+    return optuna.create_study(
+        study_name=spec.name,
+        storage=rdb,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=spec.startup_trials),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=spec.startup_trials, n_warmup_steps=1),
+    )
+
+
+def _objective(
+    optuna: Any, spec: SearchSpec, search_dir: Path, progress: bool, overrides: dict[str, Any]
+) -> Callable[[Any], float]:
+    """One trial: an ordinary run ``trial-NNNN``, reported (and pruned) epoch by epoch;
+    its value is the best validation accuracy."""
+    from cnnbench.train import train
+
+    def objective(trial: Any) -> float:
+        params = suggest(trial, spec.space)
+        config = load_config(
+            {**spec.base, **params, **overrides, "name": f"trial-{trial.number:04d}"}
+        )
+
+        def report(row: dict[str, Any]) -> None:
+            trial.report(row["val_acc"], step=row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"epoch {row['epoch']}: val_acc {row['val_acc']:.4f}")
+
+        summary = train(
+            config, runs_dir=search_dir, resume=True, progress=progress, on_epoch_end=report
+        )
+        trial.set_user_attr("run", config.run_name())
+        trial.set_user_attr("test_acc", summary["test_acc"])
+        best = summary["best_val_acc"]
+        return float(best if best is not None else summary["final_val_acc"])
+
+    return objective
+
+
+def _result(optuna: Any, study: Any, name: str, url: str) -> dict[str, Any]:
+    """What ``search_result.yaml`` holds: trial counts by state and the best trial."""
+    states = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == states.COMPLETE]
+    if not complete:
+        raise ConfigError(f"search {name}: no trial completed")
+    best = study.best_trial
+    return {
+        "name": name,
+        "storage": url,
+        "trials": len(trials),
+        "complete": len(complete),
+        "pruned": sum(t.state == states.PRUNED for t in trials),
+        "failed": sum(t.state == states.FAIL for t in trials),
+        "best": {
+            "number": best.number,
+            "value": best.value,
+            "params": best.params,
+            "run": best.user_attrs.get("run"),
+            "test_acc": best.user_attrs.get("test_acc"),
+        },
+    }

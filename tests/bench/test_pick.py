@@ -15,8 +15,9 @@ from cnnbench.cli import main
 def _run(root: Path, name: str, acc: float | None, p99: dict | None, model: str = "m") -> None:
     d = root / name
     d.mkdir(parents=True)
-    (d / "summary.json").write_text(json.dumps({"name": name, "status": "complete",
-                                                "model": model, "test_acc": acc}))  # fmt: skip
+    (d / "summary.json").write_text(
+        json.dumps({"name": name, "status": "complete", "model": model, "test_acc": acc})
+    )
     if p99 is not None:
         results = [{"backend": b, "device": dev, "threads": t, "batch": 1,
                     "p50_ms": ms / 2, "p90_ms": ms * 0.8, "p99_ms": ms}
@@ -28,8 +29,12 @@ def _run(root: Path, name: str, acc: float | None, p99: dict | None, model: str 
 def study(tmp_path: Path) -> Path:
     root = tmp_path / "study"
     _run(root, "big", 0.93, {("eager", "cpu", 1): 9.0, ("onnxruntime", "cpu", 1): 4.0})
-    _run(root, "mid", 0.90, {("eager", "cpu", 1): 3.0, ("onnxruntime", "cpu", 1): 1.5,
-                             ("onnxruntime", "cpu", 2): 1.0})  # fmt: skip
+    _run(
+        root,
+        "mid",
+        0.90,
+        {("eager", "cpu", 1): 3.0, ("onnxruntime", "cpu", 1): 1.5, ("onnxruntime", "cpu", 2): 1.0},
+    )
     _run(root, "small", 0.60, {("onnxruntime", "cpu", 1): 0.2})
     _run(root, "unmeasured", 0.99, None)
     _run(root, "gpu_only", 0.95, {("eager", "cuda", 1): 0.5})

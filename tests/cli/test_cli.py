@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from cnnbench.cli import build_parser, main
+from cnnbench.cli import UserError, build_parser, main, parse_key_values
 
 
 def test_models_lists_every_registered_model(capsys):
@@ -60,3 +60,42 @@ def test_help_explains_options_with_units():
         "--model-arg",
     ):
         assert fragment in text
+
+
+def test_evaluate_a_run_directory_and_its_checkpoint_file(tmp_path, data_dir, capsys):
+    """`cnnbench evaluate` reads the run's checkpoint and the dataset it was trained on."""
+    from cnnbench.models import create_model
+    from cnnbench.train import save_checkpoint
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = create_model("lenet5", num_classes=10)
+    run = tmp_path / "lenet"
+    classes = [f"c{i}" for i in range(10)]
+    save_checkpoint(
+        {"model": model.state_dict(), "model_spec": model.cnnbench_spec, "epoch": 3,
+         "config": {"dataset": "cifar10", "data_dir": str(data_dir)}, "classes": classes,
+         "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "input_size": [3, 32, 32]},
+        run / "last.pt",
+    )  # fmt: skip
+    assert main(["evaluate", str(run), "--checkpoint", "last", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["epoch"] == 3 and result["classes"] == classes
+    assert sum(map(sum, result["confusion_matrix"])) == 10_000  # the full CIFAR-10 test split
+    assert main(["evaluate", str(run / "last.pt"), "--checkpoint", "last"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{run / 'last.pt'} (last.pt, epoch 3): test accuracy ")
+    assert f"{100 * result['test_acc']:.2f}%" in out
+    assert main(["evaluate", str(run)]) == 2  # no best.pt yet
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_key_value_options_share_one_parser():
+    """--set (study) and --model-arg (train, transfer): KEY=VALUE, VALUE parsed as YAML."""
+    parsed = parse_key_values(["a=1", " b = [1, 2]", "c=relu", "d="], "--x")
+    assert parsed == {"a": 1, "b": [1, 2], "c": "relu", "d": None}
+    assert parse_key_values(["batch-size=64"], "--set", underscores=True) == {"batch_size": 64}
+    assert parse_key_values(["width-mult=0.5"], "--model-arg") == {"width-mult": 0.5}
+    for bad in ("oops", "=1", " =1"):
+        with pytest.raises(UserError, match="--x expects KEY=VALUE"):
+            parse_key_values([bad], "--x")

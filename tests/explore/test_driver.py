@@ -27,12 +27,17 @@ def _lenet_run(tmp_path: Path, dataset: str, num_classes: int = 4) -> Path:
     model = create_model("lenet5", num_classes=num_classes)
     run = tmp_path / "runs" / "lenet"
     save_checkpoint(
-        {"model": model.state_dict(), "model_spec": model.cnnbench_spec,
-         "config": {"dataset": dataset, "image_size": 32}, "epoch": 1,
-         "classes": [f"c{i}" for i in range(num_classes)],
-         "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]},
+        {
+            "model": model.state_dict(),
+            "model_spec": model.cnnbench_spec,
+            "config": {"dataset": dataset, "image_size": 32},
+            "epoch": 1,
+            "classes": [f"c{i}" for i in range(num_classes)],
+            "mean": [0.5, 0.5, 0.5],
+            "std": [0.25, 0.25, 0.25],
+        },
         run / "best.pt",
-    )  # fmt: skip
+    )
     return run
 
 
@@ -42,8 +47,9 @@ def test_explore_writes_json_markdown_and_figures(small_dataset, tmp_path):
     model = create_model("lenet5", num_classes=4, input_size=16)
     ckpt = {"mean": [0.5] * 3, "std": [0.25] * 3, "model_spec": model.cnnbench_spec}
     opts = ExploreOptions(tsne_samples=24, pca_samples=40, knn_train=60, seed=0)
-    r = explore(small_dataset, tmp_path / "out", options=opts, run=(model, ckpt, "lenet"),
-                progress=False)  # fmt: skip
+    r = explore(
+        small_dataset, tmp_path / "out", options=opts, run=(model, ckpt, "lenet"), progress=False
+    )
 
     saved = json.loads((tmp_path / "out" / "explore.json").read_text())
     assert saved == json.loads(json.dumps(r))
@@ -94,8 +100,11 @@ def test_cli_unknown_dataset(capsys, tmp_path):
 
 def test_cli_run_of_another_dataset(capsys, tmp_path):
     run = _lenet_run(tmp_path, "cifar100")
-    _one_error_line(capsys, ["explore", "cifar10", "--run", str(run), "--out", str(tmp_path / "o")],
-                    "the run was trained on cifar100, not on cifar10")  # fmt: skip
+    _one_error_line(
+        capsys,
+        ["explore", "cifar10", "--run", str(run), "--out", str(tmp_path / "o")],
+        "the run was trained on cifar100, not on cifar10",
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -45,11 +45,18 @@ def _make_run(
         yaml.safe_dump({**config.model_dump(mode="json"), "name": name})
     )
     rows = [
-        {"epoch": e, "train_loss": 2.0 / e, "train_acc": test_acc * e / epochs - 0.05,
-         "val_loss": 2.1 / e, "val_acc": test_acc * e / epochs, "lr": lr,
-         "epoch_time_s": 1.0, "images_per_s": 1000.0}
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_acc": test_acc * e / epochs - 0.05,
+            "val_loss": 2.1 / e,
+            "val_acc": test_acc * e / epochs,
+            "lr": lr,
+            "epoch_time_s": 1.0,
+            "images_per_s": 1000.0,
+        }
         for e in range(1, epochs + 1)
-    ]  # fmt: skip
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "summary.json").write_text(
         json.dumps({
@@ -98,7 +105,14 @@ def _table1(study: Path) -> Path:
     for (model, opt, lr), pair in accs.items():
         for seed, acc in enumerate(pair):
             big = model != "lenet5"
-            _make_run(study, model=model, optimizer=opt, lr=lr, seed=seed, test_acc=acc,
-                     params=1_236_746 if big else 62_006,
-                     macs=52_728_320 if big else 651_720)  # fmt: skip
+            _make_run(
+                study,
+                model=model,
+                optimizer=opt,
+                lr=lr,
+                seed=seed,
+                test_acc=acc,
+                params=1_236_746 if big else 62_006,
+                macs=52_728_320 if big else 651_720,
+            )
     return study

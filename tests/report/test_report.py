@@ -79,8 +79,12 @@ def test_latency_columns_only_with_bench(table1_report, table1_study, monkeypatc
 
     def latency_summary(run_dir):
         data = json.loads((Path(run_dir) / "bench.json").read_text())
-        return {"p50_ms": data["p50"], "p99_ms": data["p50"] * 1.5, "backend": "eager",
-                "threads": 1}  # fmt: skip
+        return {
+            "p50_ms": data["p50"],
+            "p99_ms": data["p50"] * 1.5,
+            "backend": "eager",
+            "threads": 1,
+        }
 
     fake.latency_summary = latency_summary
     monkeypatch.setitem(sys.modules, "cnnbench.bench", fake)
@@ -100,13 +104,25 @@ def test_latency_columns_only_with_bench(table1_report, table1_study, monkeypatc
 
 
 def test_transfer_section(tmp_path, make_run):
-    parent = make_run(tmp_path / "parents", model="mobilenetv2", dataset="cifar100",
-                      test_acc=0.6, optimizer="sgd", lr=0.1)  # fmt: skip
+    parent = make_run(
+        tmp_path / "parents",
+        model="mobilenetv2",
+        dataset="cifar100",
+        test_acc=0.6,
+        optimizer="sgd",
+        lr=0.1,
+    )
     study = tmp_path / "transfer"
     for policy, acc in (("head", 0.45), ("full", 0.75)):
-        make_run(study, model="mobilenetv2", optimizer="sgd", lr=0.01, test_acc=acc,
-                 name=f"child-{policy}",
-                 transfer={"parent": str(parent), "policy": policy, "k": 2})  # fmt: skip
+        make_run(
+            study,
+            model="mobilenetv2",
+            optimizer="sgd",
+            lr=0.01,
+            test_acc=acc,
+            name=f"child-{policy}",
+            transfer={"parent": str(parent), "policy": policy, "k": 2},
+        )
     md = write_report(study)["markdown"].read_text()
     rows = {r["Child run"]: r for r in md_table(md, "Transfer learning")}
     assert rows["child-full"]["Parent acc %"] == "60.00"
@@ -121,11 +137,18 @@ def test_explore_section_embeds_listed_figures(table1_study):
     ex = table1_study / "explore"
     (ex / "fig").mkdir(parents=True)
     (ex / "fig" / "samples.png").write_bytes(_tiny_png())
-    (ex / "explore.json").write_text(json.dumps({
-        "figures": [{"title": "Sample grid", "path": "fig/samples.png"},
-                    {"title": "missing", "path": "fig/nope.png"}, {"no": "path"}],
-        "summary_markdown": "### Class balance\n\n- 10 classes\n- **balanced**\n",
-    }))  # fmt: skip
+    (ex / "explore.json").write_text(
+        json.dumps(
+            {
+                "figures": [
+                    {"title": "Sample grid", "path": "fig/samples.png"},
+                    {"title": "missing", "path": "fig/nope.png"},
+                    {"no": "path"},
+                ],
+                "summary_markdown": "### Class balance\n\n- 10 classes\n- **balanced**\n",
+            }
+        )
+    )
     paths = write_report(table1_study)
     md, html = paths["markdown"].read_text(), paths["html"].read_text()
     assert "## Data exploration" in md and "- **balanced**" in md

@@ -157,4 +157,4 @@ def test_report_of_a_folder_without_runs_is_exit_2(tmp_path, capsys):
 def test_shipped_quick_study_dry_run(capsys):
     repo = Path(__file__).resolve().parents[2]
     assert main(["study", str(repo / "studies" / "quick.yaml"), "--dry-run"]) == 0
-    assert "4 runs" in capsys.readouterr().out
+    assert "15 runs" in capsys.readouterr().out

@@ -55,9 +55,15 @@ def parent_pt(tmp_path: Path) -> Path:
 
 def _config(parent: Path, **transfer):
     return load_config(
-        {"model": "mobilenetv2_reduced", "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
-         "weight_decay": 5e-4, "transfer": {"parent": str(parent), **transfer}}
-    )  # fmt: skip
+        {
+            "model": "mobilenetv2_reduced",
+            "optimizer": "sgd",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "weight_decay": 5e-4,
+            "transfer": {"parent": str(parent), **transfer},
+        }
+    )
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -197,9 +203,13 @@ def test_errors_are_clear(parent_pt, tmp_path):
         build_child(_config(unfinished), 10)
     with pytest.raises(ConfigError, match="only 12 backbone groups"):
         build_child(_config(parent_pt, policy="last-k", k=13), 10)
+    wider = {
+        "model": "mobilenetv2_reduced",
+        "model_args": {"width_mult": 1.0},
+        "transfer": {"parent": str(parent_pt)},
+    }
     with pytest.raises(ConfigError, match="differ from the parent"):
-        build_child(load_config({"model": "mobilenetv2_reduced", "model_args": {"width_mult": 1.0},
-                                 "transfer": {"parent": str(parent_pt)}}), 10)  # fmt: skip
+        build_child(load_config(wider), 10)
     ckpt = load_checkpoint(parent_pt)
     big = tmp_path / "big.pt"
     save_checkpoint({**ckpt, "input_size": [3, 64, 64]}, big)
@@ -210,10 +220,16 @@ def test_errors_are_clear(parent_pt, tmp_path):
 # --- a real transfer on CIFAR-10 ------------------------------------------------------------
 
 REAL = {
-    "model": "lenet5", "model_args": {"activation": "relu", "pool": "max"},
-    "dataset": "cifar10", "optimizer": "adam", "lr": 0.002, "batch_size": 64,
-    "val_size": 500, "test_subset": 1000, "threads": 1,
-}  # fmt: skip
+    "model": "lenet5",
+    "model_args": {"activation": "relu", "pool": "max"},
+    "dataset": "cifar10",
+    "optimizer": "adam",
+    "lr": 0.002,
+    "batch_size": 64,
+    "val_size": 500,
+    "test_subset": 1000,
+    "threads": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -221,8 +237,16 @@ def trained_parent(data_dir, tmp_path_factory):
     """LeNet-5 on 6,000 CIFAR-10 images; seed 1 draws another split and subset than the
     children's seed 0 (about 1 in 8 of a child's 500 images is also among the parent's)."""
     runs = tmp_path_factory.mktemp("runs")
-    cfg = load_config({**REAL, "data_dir": str(data_dir), "epochs": 3, "train_subset": 6000,
-                       "seed": 1, "name": "parent"})  # fmt: skip
+    cfg = load_config(
+        {
+            **REAL,
+            "data_dir": str(data_dir),
+            "epochs": 3,
+            "train_subset": 6000,
+            "seed": 1,
+            "name": "parent",
+        }
+    )
     summary = train(cfg, runs_dir=runs, progress=False)
     return runs, summary
 
@@ -267,9 +291,15 @@ def test_gradual_child_resumes_exactly(trained_parent, data_dir, monkeypatch):
     import cnnbench.train.trainer as trainer
 
     runs, _ = trained_parent
-    cfg = {**REAL, "data_dir": str(data_dir), "epochs": 3, "train_subset": 300,
-           "test_subset": 200, "val_size": 200,
-           "transfer": {"parent": str(runs / "parent"), "policy": "gradual"}}  # fmt: skip
+    cfg = {
+        **REAL,
+        "data_dir": str(data_dir),
+        "epochs": 3,
+        "train_subset": 300,
+        "test_subset": 200,
+        "val_size": 200,
+        "transfer": {"parent": str(runs / "parent"), "policy": "gradual"},
+    }
     ref = train(load_config({**cfg, "name": "gradual-ref"}), runs_dir=runs, progress=False)
 
     real_epoch, calls = trainer.train_one_epoch, []
@@ -290,9 +320,11 @@ def test_gradual_child_resumes_exactly(trained_parent, data_dir, monkeypatch):
 
     keys = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
     rows = {
-        name: [{k: json.loads(line)[k] for k in keys}
-               for line in (runs / name / "metrics.jsonl").read_text().splitlines()]
+        name: [
+            {k: json.loads(line)[k] for k in keys}
+            for line in (runs / name / "metrics.jsonl").read_text().splitlines()
+        ]
         for name in ("gradual-ref", "gradual-cut")
-    }  # fmt: skip
+    }
     assert rows["gradual-cut"] == rows["gradual-ref"]
     assert resumed["test_acc"] == ref["test_acc"]

@@ -17,13 +17,20 @@ pytest.importorskip("optuna")
 def _write(tmp_path, **kw):
     data = {
         "name": "t",
-        "base": {"model": "lenet5", "model_args": {"activation": "relu", "pool": "max"},
-                 "train_subset": 600, "val_size": 300, "test_subset": 200, "epochs": 2,
-                 "batch_size": 100, "threads": 1},
+        "base": {
+            "model": "lenet5",
+            "model_args": {"activation": "relu", "pool": "max"},
+            "train_subset": 600,
+            "val_size": 300,
+            "test_subset": 200,
+            "epochs": 2,
+            "batch_size": 100,
+            "threads": 1,
+        },
         "search": {"optimizer": ["sgd", "adam"], "lr": {"low": 1e-3, "high": 0.1, "log": True}},
         "trials": 3,
         "startup_trials": 2,
-    }  # fmt: skip
+    }
     data.update(kw)
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 _COMMAND_MODULES = (
     "cnnbench.cli.train",  # models, train, evaluate
@@ -22,6 +23,7 @@ _COMMAND_MODULES = (
     "cnnbench.cli.serve",  # serve
     "cnnbench.cli.tune",  # tune
     "cnnbench.cli.zoo",  # zoo
+    "cnnbench.cli.recipes",  # recipes
 )
 
 
@@ -29,12 +31,37 @@ class UserError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits with 2."""
 
 
+def parse_key_values(
+    items: Sequence[str], option: str, *, underscores: bool = False
+) -> dict[str, Any]:
+    """The ``KEY=VALUE`` items of a repeatable option (``--set``, ``--model-arg``) as a dict.
+
+    Each VALUE is parsed as YAML (``0.5`` a float, ``[1, 2]`` a list, ``relu`` a string);
+    surrounding spaces of a KEY are dropped, and with ``underscores`` its dashes become
+    underscores (``--set batch-size=64``). An item without ``=`` or KEY is a UserError.
+    """
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UserError(f"{option} expects KEY=VALUE, got {item!r}")
+        out[key.replace("-", "_") if underscores else key] = yaml.safe_load(value)
+    return out
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from cnnbench.bench.errors import BenchError
     from cnnbench.data import DataError
+    from cnnbench.rundir import RunDirError
     from cnnbench.train import CheckpointError, ConfigError, RunExistsError
 
-    return (UserError, ConfigError, DataError, CheckpointError, RunExistsError, BenchError)
+    return (
+        UserError, ConfigError, DataError, CheckpointError, RunExistsError, BenchError,
+        RunDirError,
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,12 +15,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from cnnbench import rundir
 from cnnbench.train.config import RunConfig
 
 # Fields the CLI handles itself (nested sections, free-form dicts).
 _SKIP_FIELDS = {"model_args", "transfer"}
+RESUME_HELP = f"continue an interrupted run from its {rundir.LAST} (a complete run is left as is)"
 
 
 def _field_kind(annotation: Any) -> tuple[Any, tuple | None]:
@@ -45,16 +45,26 @@ def add_config_options(parser: argparse.ArgumentParser, skip: set[str] = frozens
         default = field.get_default(call_default_factory=True)
         help_text = f"{field.description} (default: {default})"
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None,
-                               help=help_text)  # fmt: skip
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            group.add_argument(flag, type=kind, choices=choices, default=None, help=help_text,
-                               metavar=None if choices else name.upper())  # fmt: skip
+            group.add_argument(
+                flag,
+                type=kind,
+                choices=choices,
+                default=None,
+                help=help_text,
+                metavar=None if choices else name.upper(),
+            )
     group.add_argument(
-        "--model-arg", action="append", default=[], metavar="KEY=VALUE",
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="extra model builder argument, repeatable, VALUE parsed as YAML "
         "(e.g. --model-arg width_mult=0.5 --model-arg stem=imagenet)",
-    )  # fmt: skip
+    )
 
 
 def config_overrides(args: argparse.Namespace, skip: set[str] = frozenset()) -> dict[str, Any]:
@@ -65,15 +75,9 @@ def config_overrides(args: argparse.Namespace, skip: set[str] = frozenset()) -> 
         if name not in _SKIP_FIELDS and name not in skip and getattr(args, name, None) is not None
     }
     if args.model_arg:
-        from cnnbench.cli import UserError
+        from cnnbench.cli import parse_key_values
 
-        model_args: dict[str, Any] = {}
-        for item in args.model_arg:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise UserError(f"--model-arg expects KEY=VALUE, got {item!r}")
-            model_args[key.strip()] = yaml.safe_load(value)
-        out["model_args"] = model_args
+        out["model_args"] = parse_key_values(args.model_arg, "--model-arg")
     return out
 
 
@@ -87,8 +91,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         model = create_model(name, num_classes=args.num_classes)
         rows.append((name, count_params(model), count_macs(model), describe_model(name)))
     if args.json:
-        print(json.dumps([dict(zip(("name", "params", "macs", "about"), r, strict=True))
-                          for r in rows], indent=2))  # fmt: skip
+        keys = ("name", "params", "macs", "about")
+        print(json.dumps([dict(zip(keys, r, strict=True)) for r in rows], indent=2))
         return 0
     print(f"{'model':<22}{'params':>12}{'MACs (32x32)':>16}  about")
     for name, params, macs, about in rows:
@@ -101,8 +105,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, **config_overrides(args))
     command = "cnnbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = train(config, runs_dir=args.runs_dir, resume=args.resume,
-                    progress=not args.quiet, command=command)  # fmt: skip
+    summary = train(
+        config, runs_dir=args.runs_dir, resume=args.resume, progress=not args.quiet, command=command
+    )
     run_dir = Path(args.runs_dir) / config.run_name()
     best = summary.get("best_val_acc")
     best_s = f"{best:.2%} (epoch {summary['best_epoch']})" if best is not None else "n/a"
@@ -117,13 +122,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cnnbench.train import evaluate_run
 
-    result = evaluate_run(args.run, checkpoint=args.checkpoint, data_dir=args.data_dir,
-                          device=args.device)  # fmt: skip
+    result = evaluate_run(
+        args.run, checkpoint=args.checkpoint, data_dir=args.data_dir, device=args.device
+    )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['run']} ({args.checkpoint}.pt, epoch {result['epoch']}): "
-          f"test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f}")  # fmt: skip
+    checkpoint = rundir.RunDir(args.run).checkpoint_path(args.checkpoint).name
+    print(
+        f"{result['run']} ({checkpoint}, epoch {result['epoch']}): "
+        f"test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f}"
+    )
     width = max(len(c) for c in result["classes"])
     print("\nper-class accuracy:")
     for name, acc in zip(result["classes"], result["per_class_acc"], strict=True):
@@ -137,35 +146,46 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the models / train / evaluate sub-commands."""
-    p = sub.add_parser("models", help="list the registered architectures",
-                       description="List registered architectures with parameters and MACs.")  # fmt: skip
+    p = sub.add_parser(
+        "models",
+        help="list the registered architectures",
+        description="List registered architectures with parameters and MACs.",
+    )
     p.add_argument("pattern", nargs="?", default=None, help="shell-style filter, e.g. 'mobile*'")
     p.add_argument("--num-classes", type=int, default=10, help="classes of the head (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser(
-        "train", help="train one model",
+        "train",
+        help="train one model",
         description="Train one model on one dataset. Every option can also come from a YAML "
         "file (--config); options given on the command line win. The run is written to "
-        "RUNS_DIR/NAME: config.yaml, metrics.jsonl, checkpoints (last.pt, best.pt) and "
-        "summary.json. An existing run is never overwritten: use --resume or a new --name.",
-    )  # fmt: skip
+        f"RUNS_DIR/NAME: {rundir.CONFIG}, {rundir.METRICS}, checkpoints ({rundir.LAST}, "
+        f"{rundir.BEST}) and {rundir.SUMMARY}. An existing run is never overwritten: use "
+        "--resume or a new --name.",
+    )
     p.add_argument("--config", type=Path, default=None, help="YAML file of run options")
     p.add_argument(
         "--runs-dir", default="runs", help="parent folder of run directories (default: runs)"
     )
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its last.pt (a complete run is left as is)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     add_config_options(p)
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("evaluate", help="test accuracy, per-class accuracy, confusion matrix",
-                       description="Evaluate a run's checkpoint on its dataset's full test split.")  # fmt: skip
+    p = sub.add_parser(
+        "evaluate",
+        help="test accuracy, per-class accuracy, confusion matrix",
+        description="Evaluate a run's checkpoint on its dataset's full test split.",
+    )
     p.add_argument("run", type=Path, help="run directory (or a .pt checkpoint)")
-    p.add_argument("--checkpoint", choices=("best", "last"), default="best",
-                   help="which checkpoint of the run (default: best)")  # fmt: skip
+    p.add_argument(
+        "--checkpoint",
+        choices=("best", "last"),
+        default="best",
+        help="which checkpoint of the run (default: best)",
+    )
     p.add_argument("--data-dir", default=None, help="where the dataset is (default: as trained)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")

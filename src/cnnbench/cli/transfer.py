@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cnnbench.cli.train import _field_kind, add_config_options, config_overrides
+from cnnbench import rundir
+from cnnbench.cli.train import RESUME_HELP, _field_kind, add_config_options, config_overrides
 from cnnbench.train.config import TransferConfig
 
 # TransferConfig fields with their own flag name; the rest are --<field>.
@@ -31,16 +32,20 @@ def _add_transfer_options(parser: argparse.ArgumentParser) -> None:
         kind, choices = _field_kind(field.annotation)
         default = "required" if field.is_required() else field.get_default()
         group.add_argument(
-            flag, dest=_transfer_dest(name), type=kind, choices=choices, default=None,
+            flag,
+            dest=_transfer_dest(name),
+            type=kind,
+            choices=choices,
+            default=None,
             metavar=None if choices else name.upper(),
             help=f"{field.description} (default: {default})",
-        )  # fmt: skip
+        )
 
 
 def _parent_name(parent: Path) -> str:
-    """``runs/foo`` -> foo; ``runs/foo/best.pt`` -> foo; ``models/bar.pt`` -> bar."""
+    """``runs/foo`` -> foo; ``runs/foo/<best or last>.pt`` -> foo; ``models/bar.pt`` -> bar."""
     if parent.suffix == ".pt":
-        return parent.parent.name if parent.stem in ("best", "last") else parent.stem
+        return parent.parent.name if parent.name in (rundir.BEST, rundir.LAST) else parent.stem
     return parent.name
 
 
@@ -78,12 +83,14 @@ def resolve_transfer_config(args: argparse.Namespace):
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:
-    from cnnbench.train import read_summary, train
+    from cnnbench.rundir import read_summary
+    from cnnbench.train import train
 
     config = resolve_transfer_config(args)
     command = "cnnbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = train(config, runs_dir=args.runs_dir, resume=args.resume,
-                    progress=not args.quiet, command=command)  # fmt: skip
+    summary = train(
+        config, runs_dir=args.runs_dir, resume=args.resume, progress=not args.quiet, command=command
+    )
     t = config.transfer
     assert t is not None
     line = (
@@ -104,7 +111,8 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the transfer sub-command."""
     p = sub.add_parser(
-        "transfer", help="fine-tune a trained run on another dataset",
+        "transfer",
+        help="fine-tune a trained run on another dataset",
         description="Start from a parent run's checkpoint (--from RUN_DIR or a .pt file), put a "
         "fresh head on it for the new dataset and fine-tune with a freeze policy: head (only "
         "the head trains), last-k (the last k backbone groups + head), full (everything) or "
@@ -112,14 +120,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "learns at --lr x --backbone-lr-mult. Model and model arguments default to the "
         "parent's; the run name defaults to <parent>-to-<dataset>-<policy>. Every option of "
         "`cnnbench train` applies.",
-    )  # fmt: skip
-    p.add_argument("--config", type=Path, default=None,
-                   help="YAML file of run options (may hold a transfer: section)")  # fmt: skip
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="YAML file of run options (may hold a transfer: section)",
+    )
     p.add_argument(
         "--runs-dir", default="runs", help="parent folder of run directories (default: runs)"
     )
-    p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from its last.pt (a complete run is left as is)")  # fmt: skip
+    p.add_argument("--resume", action="store_true", help=RESUME_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     _add_transfer_options(p)
     add_config_options(p)

@@ -15,11 +15,17 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     if args.threads:
         overrides["threads"] = args.threads
-    result = run_search(spec, runs_dir=args.runs_dir, storage=args.storage,
-                        progress=not args.quiet, overrides=overrides)  # fmt: skip
+    result = run_search(
+        spec,
+        runs_dir=args.runs_dir,
+        storage=args.storage,
+        progress=not args.quiet,
+        overrides=overrides,
+    )
     best = result["best"]
-    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                       for k, v in best["params"].items())  # fmt: skip
+    params = ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items()
+    )
     print(
         f"{result['name']}: {result['complete']} complete, {result['pruned']} pruned, "
         f"{result['failed']} failed trials\n"
@@ -34,20 +40,28 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the tune sub-command."""
     p = sub.add_parser(
-        "tune", help="hyper-parameter search (Optuna: TPE + median pruning)",
+        "tune",
+        help="hyper-parameter search (Optuna: TPE + median pruning)",
         description="Search hyper-parameters with Optuna: a TPE sampler proposes each trial, "
         "a median pruner stops trials whose validation accuracy falls behind. Trials are "
         "ordinary runs under RUNS_DIR/NAME/trial-NNNN. The search is stored in SQLite by "
         "default (resumable: run the command again to continue); pass any database URL "
         "Optuna supports (e.g. postgresql://user@host/db) with --storage to run many workers "
         "on many machines against one search.",
-    )  # fmt: skip
+    )
     p.add_argument("search", type=Path, help="search YAML file (see studies/tune-quick.yaml)")
     p.add_argument("--runs-dir", default="runs", help="parent folder of runs (default: runs)")
-    p.add_argument("--storage", default=None,
-                   help="Optuna storage URL (default: sqlite:///RUNS_DIR/NAME/optuna.db)")  # fmt: skip
-    p.add_argument("--trials", type=int, default=None,
-                   help="finished trials to reach, over all workers (default: from the file)")  # fmt: skip
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default: sqlite:///RUNS_DIR/NAME/optuna.db)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="finished trials to reach, over all workers (default: from the file)",
+    )
     p.add_argument("--data-dir", default=None, help="where the dataset is")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per trial")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -22,7 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -39,6 +39,8 @@ from cnnbench.explore.stats import (
     mean_std_from_histogram,
     pixel_histogram,
 )
+from cnnbench.fileio import write_json_atomic, write_text_atomic
+from cnnbench.rundir import load_model_from
 
 __all__ = [
     "ClassGroups",
@@ -53,6 +55,8 @@ __all__ = [
 _GRID_ROWS = 20  # at most this many rows in the sample grid (and legend entries)
 _GRID_COLS = 10  # images per row of the sample grid
 _MAX_GROUPS_JSON = 500  # duplicate groups listed in explore.json
+
+RunInfo = tuple[torch.nn.Module, dict[str, Any], str]  # (model, its checkpoint, label)
 
 
 class ExploreError(ValueError):
@@ -72,8 +76,11 @@ class ExploreOptions:
     knn_train: int | Literal["all"] | None = None  # train images 1-NN searches; default 10000
     seed: int = 0
 
-    DEFAULTS: ClassVar[dict[str, int]] = {"tsne_samples": 2000, "pca_samples": 5000,
-                                          "knn_train": 10000}  # fmt: skip
+    DEFAULTS: ClassVar[dict[str, int]] = {
+        "tsne_samples": 2000,
+        "pca_samples": 5000,
+        "knn_train": 10000,
+    }
 
 
 @dataclass
@@ -103,15 +110,14 @@ class _Steps:
     @contextmanager
     def step(self, key: str, what: str) -> Iterator[None]:
         self.index += 1
+        prefix = f"{self.label}: [{self.index}/{self.total}] {what}"
         if self.show:
-            print(f"{self.label}: [{self.index}/{self.total}] {what} ...", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            print(f"{prefix} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
         yield
         self.timings[key] = round(time.perf_counter() - start, 2)
         if self.show:
-            print(f"{self.label}: [{self.index}/{self.total}] {what}: {self.timings[key]:.1f} s",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(f"{prefix}: {self.timings[key]:.1f} s", file=sys.stderr, flush=True)
 
 
 def _resolve_sizes(ds: Any, opts: ExploreOptions) -> dict[str, int]:
@@ -120,8 +126,11 @@ def _resolve_sizes(ds: Any, opts: ExploreOptions) -> dict[str, int]:
     if split_size["test"] == 0:
         raise ExploreError(f"{ds.name} has no test images: t-SNE and k-NN need some")
     sizes = {}
-    for key, split, low in (("pca_samples", "train", 2), ("tsne_samples", "test", 4),
-                            ("knn_train", "train", 1)):  # fmt: skip
+    for key, split, low in (
+        ("pca_samples", "train", 2),
+        ("tsne_samples", "test", 4),
+        ("knn_train", "train", 1),
+    ):
         value, size = getattr(opts, key), split_size[split]
         flag = "--" + key.replace("_", "-")
         if value is None:
@@ -129,11 +138,14 @@ def _resolve_sizes(ds: Any, opts: ExploreOptions) -> dict[str, int]:
         elif value == "all":
             value = size
         elif value > size:
-            raise ExploreError(f"{flag} {value} is larger than the {split} split of {ds.name} "
-                               f"({size} images)")  # fmt: skip
+            raise ExploreError(
+                f"{flag} {value} is larger than the {split} split of {ds.name} ({size} images)"
+            )
         if value < low:
-            raise ExploreError(f"{flag} must be at least {low}, got {value}"
-                               + (f" (the {split} split has {size} images)" if size < low else ""))  # fmt: skip
+            raise ExploreError(
+                f"{flag} must be at least {low}, got {value}"
+                + (f" (the {split} split has {size} images)" if size < low else "")
+            )
         sizes[key] = int(value)
     return sizes
 
@@ -149,9 +161,11 @@ def _sample_grid_rows(
     if groups is not None:
         for g, gname in enumerate(groups.names):
             members = [c for c in np.flatnonzero(groups.of_class == g) if len(by_class[c])]
-            picks = [by_class[members[i % len(members)]][i // len(members)]
-                     for i in range(_GRID_COLS)
-                     if members and i // len(members) < len(by_class[members[i % len(members)]])]  # fmt: skip
+            picks = [
+                by_class[members[i % len(members)]][i // len(members)]
+                for i in range(_GRID_COLS)
+                if members and i // len(members) < len(by_class[members[i % len(members)]])
+            ]
             rows.append((gname.replace("_", " "), x[picks].numpy()))
         return rows, f"a row per superclass ({len(groups.names)}), its classes in turn"
     shown = range(len(classes))
@@ -205,18 +219,210 @@ def _summary_markdown(r: dict[str, Any]) -> str:
 
 
 def _write_markdown(r: dict[str, Any], path: Path) -> None:
-    lines = [f"# Exploring {r['dataset']}", "", f"Source: `{r['source']}`", "",
-             r["summary_markdown"], "", "## Images per class", "",
-             "| class | train | test |", "| --- | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"# Exploring {r['dataset']}",
+        "",
+        f"Source: `{r['source']}`",
+        "",
+        r["summary_markdown"],
+        "",
+        "## Images per class",
+        "",
+        "| class | train | test |",
+        "| --- | ---: | ---: |",
+    ]
     for name, n in r["counts"]["train"]["per_class"].items():
         lines.append(f"| {name} | {n:,} | {r['counts']['test']['per_class'][name]:,} |")
     lines += ["", "## Figures", ""]
     for f in r["figures"]:
         lines += [f"### {f['title']}", "", f"![{f['title']}]({f['path']})", ""]
-    lines += ["## Settings and timings", "", "```json",
-              json.dumps({"settings": r["settings"], "timings_s": r["timings_s"]}, indent=2),
-              "```", ""]  # fmt: skip
-    path.write_text("\n".join(lines))
+    lines += [
+        "## Settings and timings",
+        "",
+        "```json",
+        json.dumps({"settings": r["settings"], "timings_s": r["timings_s"]}, indent=2),
+        "```",
+        "",
+    ]
+    write_text_atomic(path, "\n".join(lines))
+
+
+@dataclass
+class _Job:
+    """One exploration in progress: the dataset, where it goes, and what it found so far.
+
+    ``result`` becomes `explore.json` (its keys in the order the steps add them); ``figures``
+    lists the PNGs written, as `{"title", "path"}` with paths relative to ``out``.
+    """
+
+    ds: Any
+    out: Path
+    opts: ExploreOptions
+    sizes: dict[str, int]
+    groups: ClassGroups | None
+    classes: list[str] = field(init=False)
+    ytr: np.ndarray = field(init=False)  # train labels
+    yte: np.ndarray = field(init=False)  # test labels
+    result: dict[str, Any] = field(init=False)
+    figures: list[dict[str, str]] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.classes = list(self.ds.classes)
+        self.ytr, self.yte = self.ds.y_train.numpy(), self.ds.y_test.numpy()
+        self.result = {"dataset": self.ds.name, "source": self.ds.source, "classes": self.classes}
+
+    @property
+    def label_names(self) -> list[str]:
+        """Legend entries: the superclasses when grouped, else the classes."""
+        return self.groups.names if self.groups is not None else self.classes
+
+    def colour_labels(self, y: np.ndarray) -> np.ndarray:
+        return self.groups.of_class[y] if self.groups is not None else y
+
+    def figure(self, title: str, path: Path) -> None:
+        self.figures.append({"title": title, "path": path.relative_to(self.out).as_posix()})
+
+
+def _statistics(job: _Job) -> None:
+    """Images per split and class, per-channel mean/std, the pixel histograms."""
+    ds, r = job.ds, job.result
+    r["image_shape"] = list(ds.x_train.shape[1:])
+    r["counts"], r["mean_std"], hists = {}, {}, {}
+    for split, x, y in (("train", ds.x_train, job.ytr), ("test", ds.x_test, job.yte)):
+        counts = class_counts(y, len(job.classes))
+        per_class = dict(zip(job.classes, counts, strict=True))
+        r["counts"][split] = {"total": len(y), "per_class": per_class}
+        if len(y):
+            hists[split] = pixel_histogram(x)
+            mean, std = mean_std_from_histogram(hists[split])
+            r["mean_std"][split] = {"mean": mean, "std": std}
+    path = plots.plot_pixel_histograms(
+        hists, job.out / "pixel_histogram.png", f"{ds.name}: pixel values per channel"
+    )
+    job.figure("Pixel values per channel", path)
+
+
+def _duplicates(job: _Job) -> None:
+    """Exact duplicates within and across the splits (the first groups kept in the JSON)."""
+    ds = job.ds
+    dups = find_duplicates(ds.x_train, ds.x_test, job.ytr, job.yte)
+    job.result["duplicates"] = {
+        **{k: v for k, v in dups.items() if k != "groups"},
+        "groups": dups["groups"][:_MAX_GROUPS_JSON],
+    }
+    if dups["groups"]:
+        path = plots.plot_duplicates(
+            dups["groups"],
+            ds.x_train.numpy(),
+            ds.x_test.numpy(),
+            job.classes,
+            job.out / "duplicates.png",
+            f"{ds.name}: exact-duplicate images",
+        )
+        job.figure("Exact-duplicate images", path)
+
+
+def _samples(job: _Job) -> None:
+    """The grid of random train images."""
+    ds = job.ds
+    rows, note = _sample_grid_rows(ds.x_train, job.ytr, job.classes, job.groups, job.opts.seed)
+    title = f"{ds.name}: random train images, {note}"
+    job.figure("Sample images", plots.plot_sample_grid(rows, job.out / "samples.png", title))
+
+
+def _pca(job: _Job) -> None:
+    """PCA of a class-balanced train sample: variance curve and the first two components."""
+    ds, seed = job.ds, job.opts.seed
+    idx = balanced_sample(job.ytr, job.sizes["pca_samples"], seed)
+    res = pca(ds.x_train[idx], n_components=50, seed=seed)
+    ev = res.explained_variance_ratio
+    th = components_for(ev)
+    job.result["pca"] = {
+        "split": "train",
+        "samples": len(idx),
+        "dims": int(np.prod(ds.x_train.shape[1:])),
+        "components_for": th,
+        "explained_variance_ratio_top": [round(float(v), 6) for v in ev[:50]],
+    }
+    title = f"{ds.name}: PCA on {len(idx):,} train images"
+    path = plots.plot_pca_variance(ev, th, job.out / "pca_variance.png", title)
+    job.figure("PCA: cumulative explained variance", path)
+    panel = (f"PC1 ({ev[0]:.1%}) vs PC2 ({ev[1]:.1%})", res.projection[:, :2])
+    title = f"{ds.name}: {len(idx):,} train images on the first two principal components"
+    path = plots.plot_scatter(
+        [panel],
+        job.colour_labels(job.ytr[idx]),
+        job.label_names,
+        job.out / "pca_scatter.png",
+        title,
+    )
+    job.figure("PCA: the first two components", path)
+
+
+def _tsne(job: _Job, steps: _Steps, run: RunInfo | None) -> None:
+    """t-SNE of a class-balanced test sample: raw pixels and, with a run, its features."""
+    ds, seed = job.ds, job.opts.seed
+    idx = balanced_sample(job.yte, job.sizes["tsne_samples"], seed)
+    panels = []
+    with steps.step("tsne_pixels", f"t-SNE of {len(idx):,} test images (raw pixels)"):
+        panels.append(("raw pixels", tsne_2d(ds.x_test[idx], seed=seed)))
+    tsne = {
+        "split": "test",
+        "samples": len(idx),
+        "pca_dims": 50,
+        "perplexity": min(30.0, (len(idx) - 1) / 3),
+        "features": None,
+    }
+    job.result["tsne"] = tsne
+    if run is not None:
+        model, ckpt, label = run
+        with steps.step("tsne_features", f"features of {label} and their t-SNE"):
+            feats = model_features(model, ds.x_test[idx], ckpt["mean"], ckpt["std"])
+            panel = f"{label}: forward_features ({feats.shape[1]})"
+            panels.append((panel, tsne_2d(feats, seed=seed)))
+        tsne["features"] = {
+            "run": label,
+            "model": ckpt["model_spec"].get("name"),
+            "num_features": int(feats.shape[1]),
+        }
+    with steps.step("tsne_figure", "t-SNE figure"):
+        title = f"{ds.name}: t-SNE of {len(idx):,} test images"
+        path = plots.plot_scatter(
+            panels, job.colour_labels(job.yte[idx]), job.label_names, job.out / "tsne.png", title
+        )
+        what = ": raw pixels vs learned features" if run is not None else " of raw pixels"
+        job.figure("t-SNE" + what, path)
+
+
+def _knn(job: _Job, progress: bool) -> None:
+    """The 1-nearest-neighbour floor on raw pixels: train sample against the whole test split."""
+    ds, ytr, yte, seed = job.ds, job.ytr, job.yte, job.opts.seed
+    n = job.sizes["knn_train"]
+    kidx = np.arange(len(ytr)) if n == len(ytr) else balanced_sample(ytr, n, seed)
+    with tqdm(total=len(yte), desc="1-NN", unit="img", disable=not progress, leave=False) as bar:
+        pred = knn1_predict(ds.x_train[kidx], ds.y_train[kidx], ds.x_test, on_chunk=bar.update)
+    job.result["knn"] = {
+        "k": 1,
+        "metric": "L2 on raw uint8 pixels",
+        "accuracy": float((pred == yte).mean()),
+        "train_images": len(kidx),
+        "train_subset": "all" if len(kidx) == len(ytr) else f"class-balanced, seed {seed}",
+        "test_images": len(yte),
+        "chance": 1 / len(job.classes),
+    }
+
+
+def _finish(job: _Job, steps: _Steps, run_label: str | None) -> dict[str, Any]:
+    """Add the settings, summary and timings; write explore.json and explore.md."""
+    r = job.result
+    r["figures"] = job.figures
+    r["settings"] = {**job.sizes, "seed": job.opts.seed, "run": run_label}
+    r["summary_markdown"] = _summary_markdown(r)
+    r["timings_s"] = steps.timings
+    r["torch_threads"] = torch.get_num_threads()
+    write_json_atomic(job.out / "explore.json", r)
+    _write_markdown(r, job.out / "explore.md")
+    return r
 
 
 def explore(
@@ -225,7 +431,7 @@ def explore(
     *,
     options: ExploreOptions | None = None,
     groups: ClassGroups | None = None,
-    run: tuple[torch.nn.Module, dict[str, Any], str] | None = None,
+    run: RunInfo | None = None,
     progress: bool = True,
     timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
@@ -236,125 +442,24 @@ def explore(
     groups plots by superclass. `timings` (e.g. the load) are reported before the steps'.
     """
     opts = options or ExploreOptions()
-    sizes = _resolve_sizes(ds, opts)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    classes = list(ds.classes)
-    ytr, yte = ds.y_train.numpy(), ds.y_test.numpy()
-    label_names = groups.names if groups is not None else classes
-
-    def colour_labels(y: np.ndarray) -> np.ndarray:
-        return groups.of_class[y] if groups is not None else y
-
+    job = _Job(ds, Path(out_dir), opts, _resolve_sizes(ds, opts), groups)
+    job.out.mkdir(parents=True, exist_ok=True)
     steps = _Steps(f"explore {ds.name}", 7 + (run is not None), progress)
-    if timings:
-        steps.timings.update(timings)
-    r: dict[str, Any] = {"dataset": ds.name, "source": ds.source, "classes": classes}
-    figures: list[dict[str, str]] = []
-
-    def figure(title: str, path: Path) -> None:
-        figures.append({"title": title, "path": path.relative_to(out).as_posix()})
-
+    steps.timings.update(timings or {})
+    n_images = len(job.ytr) + len(job.yte)
     with steps.step("statistics", "counts, mean/std, pixel histograms"):
-        r["image_shape"] = list(ds.x_train.shape[1:])
-        r["counts"], r["mean_std"], hists = {}, {}, {}
-        for split, x, y in (("train", ds.x_train, ytr), ("test", ds.x_test, yte)):
-            counts = class_counts(y, len(classes))
-            r["counts"][split] = {
-                "total": len(y),
-                "per_class": dict(zip(classes, counts, strict=True)),
-            }
-            if len(y):
-                hists[split] = pixel_histogram(x)
-                mean, std = mean_std_from_histogram(hists[split])
-                r["mean_std"][split] = {"mean": mean, "std": std}
-        figure("Pixel values per channel",
-               plots.plot_pixel_histograms(hists, out / "pixel_histogram.png",
-                                           f"{ds.name}: pixel values per channel"))  # fmt: skip
-
-    with steps.step("duplicates", f"exact duplicates among {len(ytr) + len(yte):,} images"):
-        dups = find_duplicates(ds.x_train, ds.x_test, ytr, yte)
-        r["duplicates"] = {**{k: v for k, v in dups.items() if k != "groups"},
-                           "groups": dups["groups"][:_MAX_GROUPS_JSON]}  # fmt: skip
-        if dups["groups"]:
-            figure("Exact-duplicate images",
-                   plots.plot_duplicates(dups["groups"], ds.x_train.numpy(), ds.x_test.numpy(),
-                                         classes, out / "duplicates.png",
-                                         f"{ds.name}: exact-duplicate images"))  # fmt: skip
-
+        _statistics(job)
+    with steps.step("duplicates", f"exact duplicates among {n_images:,} images"):
+        _duplicates(job)
     with steps.step("samples", "sample grid"):
-        rows, note = _sample_grid_rows(ds.x_train, ytr, classes, groups, opts.seed)
-        figure("Sample images",
-               plots.plot_sample_grid(rows, out / "samples.png",
-                                      f"{ds.name}: random train images, {note}"))  # fmt: skip
-
-    with steps.step("pca", f"PCA on {sizes['pca_samples']:,} train images"):
-        idx = balanced_sample(ytr, sizes["pca_samples"], opts.seed)
-        res = pca(ds.x_train[idx], n_components=50, seed=opts.seed)
-        th = components_for(res.explained_variance_ratio)
-        r["pca"] = {
-            "split": "train",
-            "samples": len(idx),
-            "dims": int(np.prod(ds.x_train.shape[1:])),
-            "components_for": th,
-            "explained_variance_ratio_top": [
-                round(float(v), 6) for v in res.explained_variance_ratio[:50]
-            ],
-        }
-        figure("PCA: cumulative explained variance",
-               plots.plot_pca_variance(res.explained_variance_ratio, th, out / "pca_variance.png",
-                                       f"{ds.name}: PCA on {len(idx):,} train images"))  # fmt: skip
-        ev = res.explained_variance_ratio
-        figure("PCA: the first two components",
-               plots.plot_scatter([(f"PC1 ({ev[0]:.1%}) vs PC2 ({ev[1]:.1%})", res.projection[:, :2])],
-                                  colour_labels(ytr[idx]), label_names, out / "pca_scatter.png",
-                                  f"{ds.name}: {len(idx):,} train images on the first two principal components"))  # fmt: skip
-
-    tsne_idx = balanced_sample(yte, sizes["tsne_samples"], opts.seed)
-    panels = []
-    with steps.step("tsne_pixels", f"t-SNE of {len(tsne_idx):,} test images (raw pixels)"):
-        panels.append(("raw pixels", tsne_2d(ds.x_test[tsne_idx], seed=opts.seed)))
-    r["tsne"] = {"split": "test", "samples": len(tsne_idx), "pca_dims": 50,
-                 "perplexity": min(30.0, (len(tsne_idx) - 1) / 3), "features": None}  # fmt: skip
-    if run is not None:
-        model, ckpt, label = run
-        with steps.step("tsne_features", f"features of {label} and their t-SNE"):
-            feats = model_features(model, ds.x_test[tsne_idx], ckpt["mean"], ckpt["std"])
-            panels.append((f"{label}: forward_features ({feats.shape[1]})",
-                           tsne_2d(feats, seed=opts.seed)))  # fmt: skip
-        r["tsne"]["features"] = {"run": label, "model": ckpt["model_spec"].get("name"),
-                                 "num_features": int(feats.shape[1])}  # fmt: skip
-    with steps.step("tsne_figure", "t-SNE figure"):
-        title = f"{ds.name}: t-SNE of {len(tsne_idx):,} test images"
-        figure("t-SNE" + (": raw pixels vs learned features" if run is not None else " of raw pixels"),
-               plots.plot_scatter(panels, colour_labels(yte[tsne_idx]), label_names,
-                                  out / "tsne.png", title))  # fmt: skip
-
-    n_knn = sizes["knn_train"]
-    with steps.step("knn", f"1-NN on raw pixels: {n_knn:,} train x {len(yte):,} test images"):
-        kidx = np.arange(len(ytr)) if n_knn == len(ytr) else balanced_sample(ytr, n_knn, opts.seed)
-        with tqdm(
-            total=len(yte), desc="1-NN", unit="img", disable=not progress, leave=False
-        ) as bar:
-            pred = knn1_predict(ds.x_train[kidx], ds.y_train[kidx], ds.x_test, on_chunk=bar.update)
-        r["knn"] = {
-            "k": 1,
-            "metric": "L2 on raw uint8 pixels",
-            "accuracy": float((pred == yte).mean()),
-            "train_images": len(kidx),
-            "train_subset": "all" if len(kidx) == len(ytr) else f"class-balanced, seed {opts.seed}",
-            "test_images": len(yte),
-            "chance": 1 / len(classes),
-        }
-
-    r["figures"] = figures
-    r["settings"] = {**sizes, "seed": opts.seed, "run": run[2] if run is not None else None}
-    r["summary_markdown"] = _summary_markdown(r)
-    r["timings_s"] = steps.timings
-    r["torch_threads"] = torch.get_num_threads()
-    (out / "explore.json").write_text(json.dumps(r, indent=2) + "\n")
-    _write_markdown(r, out / "explore.md")
-    return r
+        _samples(job)
+    with steps.step("pca", f"PCA on {job.sizes['pca_samples']:,} train images"):
+        _pca(job)
+    _tsne(job, steps, run)  # three steps: pixels, the run's features, the figure
+    n_knn = job.sizes["knn_train"]
+    with steps.step("knn", f"1-NN on raw pixels: {n_knn:,} train x {len(job.yte):,} test images"):
+        _knn(job, progress)
+    return _finish(job, steps, run[2] if run is not None else None)
 
 
 def _dataset_key(name: str, data_dir: str | os.PathLike[str] | None) -> tuple[str, str | None]:
@@ -396,6 +501,12 @@ def _cifar100_groups(data_dir: Any, fine: np.ndarray, classes: list[str]) -> Cla
     return ClassGroups(names=list(coarse.classes), of_class=of_class)
 
 
+def _load_run(path: Path) -> RunInfo:
+    """(model, checkpoint, label) of a run directory (its best checkpoint) or a .pt file."""
+    model, ckpt = load_model_from(path)
+    return model, ckpt, path.name if path.is_dir() else f"{path.parent.name}/{path.name}"
+
+
 def explore_dataset(
     name: str,
     *,
@@ -415,22 +526,25 @@ def explore_dataset(
 
     base = name.strip().partition(":")[0].lower()
     if base not in list_datasets():
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())} "
-                        "(or imagefolder:<path>)")  # fmt: skip
+        raise DataError(
+            f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())} "
+            "(or imagefolder:<path>)"
+        )
     run_info = None
     if run is not None:  # checked first: a mismatch fails before the data is loaded
-        from cnnbench.train import model_from_checkpoint
-
-        path = Path(run)
-        model, ckpt = model_from_checkpoint(path / "best.pt" if path.is_dir() else path)
-        cfg = ckpt.get("config") or {}
+        run_info = _load_run(Path(run))
+        cfg = run_info[1].get("config") or {}
         check_run_dataset(cfg, name, data_dir)
         if image_size is None:
             image_size = int(cfg.get("image_size", 32)) if base == "imagefolder" else None
-        run_info = (model, ckpt, path.name if path.is_dir() else f"{path.parent.name}/{path.name}")
     start = time.perf_counter()
-    ds = load_dataset(name, data_dir=data_dir, download=download,
-                      image_size=image_size or 32, show_progress=progress)  # fmt: skip
+    ds = load_dataset(
+        name,
+        data_dir=data_dir,
+        download=download,
+        image_size=image_size or 32,
+        show_progress=progress,
+    )
     groups = (
         _cifar100_groups(data_dir, ds.y_train.numpy(), ds.classes)
         if ds.name == "cifar100"
@@ -438,7 +552,17 @@ def explore_dataset(
     )
     load_s = round(time.perf_counter() - start, 2)
     if progress:
-        print(f"explore {ds.name}: loaded {len(ds.y_train):,} train + {len(ds.y_test):,} test "
-              f"images in {load_s:.1f} s", file=sys.stderr)  # fmt: skip
-    return explore(ds, out_dir or default_out_dir(ds.name), options=options, groups=groups,
-                   run=run_info, progress=progress, timings={"load": load_s})  # fmt: skip
+        print(
+            f"explore {ds.name}: loaded {len(ds.y_train):,} train + {len(ds.y_test):,} test "
+            f"images in {load_s:.1f} s",
+            file=sys.stderr,
+        )
+    return explore(
+        ds,
+        out_dir or default_out_dir(ds.name),
+        options=options,
+        groups=groups,
+        run=run_info,
+        progress=progress,
+        timings={"load": load_s},
+    )

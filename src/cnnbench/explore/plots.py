@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from cnnbench.fileio import write_atomic
+
 __all__ = [
     "class_colours",
     "plot_duplicates",
@@ -27,9 +29,10 @@ _CHANNELS = (("R", "tab:red"), ("G", "tab:green"), ("B", "tab:blue"))
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` to ``path`` atomically, in the format its suffix names (PNG)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI, bbox_inches="tight")
+    fmt = path.suffix.lstrip(".") or "png"
+    write_atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=_DPI, bbox_inches="tight"))
     return path
 
 
@@ -127,13 +130,18 @@ def plot_duplicates(
             name = "" if lab is None else f"\n{classes[lab]}"
             ax.set_title(f"{split} #{i}{name}", fontsize=7, color="red" if conflict else "black")
     more = len(groups) - len(shown)
-    fig.suptitle(title + (f" (first {len(shown)} of {len(groups)} groups)" if more else "")
-                 + "\nred: the copies carry different labels", fontsize=10)  # fmt: skip
+    fig.suptitle(
+        title
+        + (f" (first {len(shown)} of {len(groups)} groups)" if more else "")
+        + "\nred: the copies carry different labels",
+        fontsize=10,
+    )
     return _save(fig, path)
 
 
-def plot_pca_variance(ratio: np.ndarray, thresholds: dict[str, int], path: str | Path,
-                      title: str) -> Path:  # fmt: skip
+def plot_pca_variance(
+    ratio: np.ndarray, thresholds: dict[str, int], path: str | Path, title: str
+) -> Path:
     """Cumulative explained variance against the number of components, thresholds marked."""
     cum = np.cumsum(ratio)
     k = np.arange(1, len(cum) + 1)
@@ -144,8 +152,9 @@ def plot_pca_variance(ratio: np.ndarray, thresholds: dict[str, int], path: str |
         y = float(level) / 100
         ax.axhline(y, color="grey", lw=0.7, ls=":")
         ax.axvline(n, color="grey", lw=0.7, ls=":")
-        ax.annotate(f"{level} %: {n}", (n, y), xytext=(4, -12), textcoords="offset points",
-                    fontsize=8)  # fmt: skip
+        ax.annotate(
+            f"{level} %: {n}", (n, y), xytext=(4, -12), textcoords="offset points", fontsize=8
+        )
     ax.set_xscale("log")
     ax.set_xlabel("number of principal components")
     ax.set_ylabel("cumulative explained variance")
@@ -187,8 +196,13 @@ def plot_scatter(
         handles = [
             Line2D([], [], ls="", marker="o", ms=6, color=colours[c]) for c in range(len(names))
         ]
-        fig.legend(handles, [n.replace("_", " ") for n in names], loc="outside right center",
-                   frameon=False, fontsize=8)  # fmt: skip
+        fig.legend(
+            handles,
+            [n.replace("_", " ") for n in names],
+            loc="outside right center",
+            frameon=False,
+            fontsize=8,
+        )
     else:
         title += f" ({len(names)} classes, legend omitted)"
     fig.suptitle(title)

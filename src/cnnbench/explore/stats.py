@@ -90,28 +90,14 @@ def find_duplicates(
     xtr, xte = np.ascontiguousarray(_np(x_train)), np.ascontiguousarray(_np(x_test))
     ytr = None if y_train is None else _np(y_train)
     yte = None if y_test is None else _np(y_test)
-    buckets: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-    for split, x in enumerate((xtr, xte)):
-        for i, d in enumerate(_digests(x)):
-            buckets[d].append((split, i))
-    arrays = (xtr, xte)
     groups: list[dict[str, Any]] = []
-    for members in buckets.values():
-        if len(members) < 2:
-            continue
-        # a digest collision is astronomically unlikely, but exactness is cheap to check
-        by_bytes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
-        for s, i in members:
-            by_bytes[arrays[s][i].tobytes()].append((s, i))
-        for exact in by_bytes.values():
-            if len(exact) < 2:
-                continue
-            train = sorted(i for s, i in exact if s == 0)
-            test = sorted(i for s, i in exact if s == 1)
-            group: dict[str, Any] = {"train": train, "test": test}
-            if ytr is not None and yte is not None:
-                group["labels"] = [int(ytr[i]) for i in train] + [int(yte[i]) for i in test]
-            groups.append(group)
+    for exact in _identical_sets(xtr, xte):
+        train = sorted(i for s, i in exact if s == 0)
+        test = sorted(i for s, i in exact if s == 1)
+        group: dict[str, Any] = {"train": train, "test": test}
+        if ytr is not None and yte is not None:
+            group["labels"] = [int(ytr[i]) for i in train] + [int(yte[i]) for i in test]
+        groups.append(group)
     groups.sort(key=lambda g: (not g["train"], g["train"][:1], g["test"][:1]))
 
     def within(key: str, other: str) -> dict[str, int]:
@@ -131,3 +117,22 @@ def find_duplicates(
         "label_conflicts": sum(1 for g in groups if len(set(g.get("labels", []))) > 1),
         "groups": groups,
     }
+
+
+def _identical_sets(xtr: np.ndarray, xte: np.ndarray) -> list[list[tuple[int, int]]]:
+    """Sets of two or more byte-identical images, as (split, index) pairs (split 0: train)."""
+    arrays = (xtr, xte)
+    buckets: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+    for split, x in enumerate(arrays):
+        for i, d in enumerate(_digests(x)):
+            buckets[d].append((split, i))
+    sets = []
+    for members in buckets.values():
+        if len(members) < 2:
+            continue
+        # a digest collision is astronomically unlikely, but exactness is cheap to check
+        by_bytes: dict[bytes, list[tuple[int, int]]] = defaultdict(list)
+        for s, i in members:
+            by_bytes[arrays[s][i].tobytes()].append((s, i))
+        sets += [exact for exact in by_bytes.values() if len(exact) >= 2]
+    return sets

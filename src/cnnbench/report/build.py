@@ -11,6 +11,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from cnnbench import rundir
+from cnnbench.fileio import write_text_atomic
 from cnnbench.report import figures as figs
 from cnnbench.report.collect import (
     PAPER_TABLE1,
@@ -118,8 +120,10 @@ def results_table(data: StudyData) -> Table:
         higher += [False, False]
     rows = []
     for g in data.groups:
-        row = [Cell(_setting_text(k, g.settings.get(k)), sort=_sortable(g.settings.get(k)))
-               for k in cols]  # fmt: skip
+        row = [
+            Cell(_setting_text(k, g.settings.get(k)), sort=_sortable(g.settings.get(k)))
+            for k in cols
+        ]
         acc, std = g.mean("test_acc"), g.std("test_acc")
         acc_text = pct(acc) + (f" ± {100 * std:.2f}" if std is not None else "")
         params, macs = g.mean("params"), g.mean("macs")
@@ -158,7 +162,7 @@ def _sortable(v: Any) -> float | str | None:
 
 
 def runs_table(data: StudyData) -> Table:
-    """Every complete run, one row each, numbers straight from its summary.json."""
+    """Every complete run, one row each, numbers straight from its summary."""
     show_latency = any(r.latency for r in data.runs)
     headers = ["Run", "Architecture", "Optimizer", "LR", "Dataset", "Epochs", "Seed",
                "Test acc %", "Best val acc %", "Best epoch", "Params", "MACs",
@@ -169,8 +173,11 @@ def runs_table(data: StudyData) -> Table:
     for r in data.runs:
         s = r.summary
         row = [
-            Cell(r.name), Cell(str(s.get("model"))), Cell(str(s.get("optimizer"))),
-            Cell(f"{s.get('lr'):g}", sort=s.get("lr")), Cell(str(s.get("dataset"))),
+            Cell(r.name),
+            Cell(str(s.get("model"))),
+            Cell(str(s.get("optimizer"))),
+            Cell(f"{s.get('lr'):g}", sort=s.get("lr")),
+            Cell(str(s.get("dataset"))),
             Cell(str(s.get("epochs")), sort=s.get("epochs")),
             Cell(str(s.get("seed")), sort=s.get("seed")),
             Cell(pct(s.get("test_acc")), sort=s.get("test_acc")),
@@ -180,7 +187,7 @@ def runs_table(data: StudyData) -> Table:
             Cell(f"{s.get('macs', 0):,}", sort=s.get("macs")),
             Cell(f"{s.get('train_time_s', 0):.1f}", sort=s.get("train_time_s")),
             Cell(f"{s.get('images_per_s', 0):.1f}", sort=s.get("images_per_s")),
-        ]  # fmt: skip
+        ]
         if show_latency:
             lat = r.latency or {}
             row += [
@@ -238,17 +245,23 @@ def recommendation(data: StudyData) -> tuple[list, list[str]]:
             f" < {_cost_text(costs[nxt], unit)}" if nxt is not None else ""
         )
         acc = g.mean("test_acc")
-        rows.append([Cell(budget, sort=costs[i]), Cell(g.label), Cell(str(g.settings["dataset"])),
-                     Cell(pct(acc), sort=_r(acc, 100))])  # fmt: skip
+        rows.append(
+            [
+                Cell(budget, sort=costs[i]),
+                Cell(g.label),
+                Cell(str(g.settings["dataset"])),
+                Cell(pct(acc), sort=_r(acc, 100)),
+            ]
+        )
         words.append(
             f"with a {measure} budget of at least **{_cost_text(costs[i], unit)}** per image, "
             f"ship **{g.label}** ({pct(acc)} % test accuracy)"
         )
-    blocks: list = [
-        [Figure("tradeoff", f"Test accuracy versus {label}", png,
-                "Each point is one setting (mean over seeds, bar = ±1 std); black-edged points "
-                "form the Pareto front: nothing else is both cheaper and more accurate.", wide=True)],
-    ]  # fmt: skip
+    caption = (
+        "Each point is one setting (mean over seeds, bar = ±1 std); black-edged points "
+        "form the Pareto front: nothing else is both cheaper and more accurate."
+    )
+    blocks: list = [[Figure("tradeoff", f"Test accuracy versus {label}", png, caption, wide=True)]]
     if data.has_latency:
         blocks.append(
             "Latency is batch-1 inference on the CPU (`cnnbench.bench`, fastest backend), p50; "
@@ -257,17 +270,21 @@ def recommendation(data: StudyData) -> tuple[list, list[str]]:
     else:
         blocks.append(
             "No batch-1 latency was measured for every run (`cnnbench.bench` writes "
-            "`bench.json`), so the cost axis is MACs, a proxy that ignores memory traffic "
+            f"`{rundir.BENCH}`), so the cost axis is MACs, a proxy that ignores memory traffic "
             "and kernel efficiency."
         )
-    blocks.append("**Recommendation, most accurate model under each budget:** "
-                  + "; ".join(words) + ".")  # fmt: skip
-    blocks.append(Table(["Budget", "Ship", "Dataset", "Test acc %"], rows,
-                        [True, False, False, True]))  # fmt: skip
+    blocks.append(
+        "**Recommendation, most accurate model under each budget:** " + "; ".join(words) + "."
+    )
+    blocks.append(
+        Table(["Budget", "Ship", "Dataset", "Test acc %"], rows, [True, False, False, True])
+    )
     datasets = {str(g.settings["dataset"]) for g in data.groups}
     if len(datasets) > 1:
-        blocks.append("The study mixes datasets (" + ", ".join(sorted(datasets)) + "); compare "
-                      "accuracies within one dataset only.")  # fmt: skip
+        blocks.append(
+            "The study mixes datasets (" + ", ".join(sorted(datasets)) + "); compare "
+            "accuracies within one dataset only."
+        )
     return blocks, words
 
 
@@ -282,26 +299,35 @@ def paper_section(data: StudyData) -> list | None:
         ours = None if acc is None else 100 * acc
         delta = None if ours is None else ours - paper
         train_n = g.mean("train_images")
-        rows.append([
-            Cell(str(g.settings["model"])), Cell(str(g.settings["optimizer"])),
-            Cell(f"{g.settings['lr']:g}", sort=g.settings["lr"]),
-            Cell(str(g.settings["epochs"]), sort=g.settings["epochs"]),
-            Cell(f"{train_n:,.0f}" if train_n else "–", sort=train_n),
-            Cell(pct(acc) + (f" ± {100 * std:.2f}" if std else "") + f" (n={len(g.runs)})",
-                 sort=ours),
-            Cell(f"{paper:g}", sort=paper),
-            Cell("–" if delta is None else f"{delta:+.2f}", sort=delta,
-                 bold=delta is not None and delta > 0),
-        ])  # fmt: skip
+        rows.append(
+            [
+                Cell(str(g.settings["model"])),
+                Cell(str(g.settings["optimizer"])),
+                Cell(f"{g.settings['lr']:g}", sort=g.settings["lr"]),
+                Cell(str(g.settings["epochs"]), sort=g.settings["epochs"]),
+                Cell(f"{train_n:,.0f}" if train_n else "–", sort=train_n),
+                Cell(
+                    pct(acc) + (f" ± {100 * std:.2f}" if std else "") + f" (n={len(g.runs)})",
+                    sort=ours,
+                ),
+                Cell(f"{paper:g}", sort=paper),
+                Cell(
+                    "–" if delta is None else f"{delta:+.2f}",
+                    sort=delta,
+                    bold=delta is not None and delta > 0,
+                ),
+            ]
+        )
     smaller = [g for g, _ in matches if (g.mean("train_images") or 0) < 40000]
+    headers = ["Architecture", "Optimizer", "LR", "Epochs", "Train images", "Ours %", "Paper %",
+               "Δ pp"]  # fmt: skip
     blocks: list = [
         "The paper's Table 1 reports one CIFAR-10 test accuracy per setting (one run, full "
         "training split, about 15-25 epochs). Rows of this study with the same architecture, "
         "optimizer and learning rate on CIFAR-10 are compared below; Δ is ours minus the paper "
         "in percentage points (bold: we beat it).",
-        Table(["Architecture", "Optimizer", "LR", "Epochs", "Train images", "Ours %", "Paper %",
-               "Δ pp"], rows, [False, False, True, True, True, True, True, True]),
-    ]  # fmt: skip
+        Table(headers, rows, [False, False, True, True, True, True, True, True]),
+    ]
     if smaller:
         blocks.append(
             "Some matched rows trained on a subset of the training split or for few epochs "
@@ -312,10 +338,12 @@ def paper_section(data: StudyData) -> list | None:
         f"{m} {o} lr {lr:g}"
         for m, o, lr, _ in PAPER_TABLE1
         if not any(
-            g.settings["model"] == m and g.settings["optimizer"] == o
-            and math.isclose(float(g.settings["lr"]), lr) for g, _ in matches
+            g.settings["model"] == m
+            and g.settings["optimizer"] == o
+            and math.isclose(float(g.settings["lr"]), lr)
+            for g, _ in matches
         )
-    ]  # fmt: skip
+    ]
     if missing:
         blocks.append("Not in this study: " + ", ".join(missing) + ".")
     return blocks
@@ -329,32 +357,32 @@ def transfer_section(data: StudyData) -> list | None:
     for r in children:
         t = r.summary["transfer"]
         parent_dir = resolve_parent(str(t.get("parent", "")), data.path)
-        parent = None
-        if parent_dir is not None:
-            from cnnbench.train import read_summary
-
-            parent = read_summary(parent_dir)
+        parent = rundir.read_summary(parent_dir) if parent_dir is not None else None
         p_acc = parent.get("test_acc") if parent else None
         c_acc = r.summary.get("test_acc")
         ratio = c_acc / p_acc if (p_acc and c_acc is not None) else None
-        rows.append([
-            Cell(r.name), Cell(str(t.get("policy", "–"))),
-            Cell(parent_dir.name if parent_dir else f"{t.get('parent')} (not found)"),
-            Cell(f"{parent.get('dataset')}" if parent else "–"),
-            Cell(str(r.summary.get("dataset"))),
-            Cell(pct(p_acc), sort=p_acc), Cell(pct(c_acc), sort=c_acc),
-            Cell("–" if ratio is None else f"{ratio:.3f}", sort=ratio),
-        ])  # fmt: skip
+        rows.append(
+            [
+                Cell(r.name),
+                Cell(str(t.get("policy", "–"))),
+                Cell(parent_dir.name if parent_dir else f"{t.get('parent')} (not found)"),
+                Cell(f"{parent.get('dataset')}" if parent else "–"),
+                Cell(str(r.summary.get("dataset"))),
+                Cell(pct(p_acc), sort=p_acc),
+                Cell(pct(c_acc), sort=c_acc),
+                Cell("–" if ratio is None else f"{ratio:.3f}", sort=ratio),
+            ]
+        )
     for col in (6, 7):
         _bold_best(rows, col, True)
+    headers = ["Child run", "Policy", "Parent run", "Parent dataset", "Child dataset",
+               "Parent acc %", "Child acc %", "Child / parent"]  # fmt: skip
     return [
         "Fine-tuned children of a parent run. The ratio child / parent compares test "
         "accuracies on each model's own dataset: it says how much of the parent's skill the "
         "policy keeps, not which dataset is harder.",
-        Table(["Child run", "Policy", "Parent run", "Parent dataset", "Child dataset",
-               "Parent acc %", "Child acc %", "Child / parent"], rows,
-              [False] * 5 + [True] * 3),
-    ]  # fmt: skip
+        Table(headers, rows, [False] * 5 + [True] * 3),
+    ]
 
 
 def explore_section(data: StudyData) -> list | None:
@@ -391,35 +419,147 @@ def environment_section(data: StudyData) -> list:
     for r in data.runs:
         for lib, v in (r.summary.get("versions") or {}).items():
             versions.setdefault(lib, set()).add(str(v))
+    libraries = "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(versions.items()))
     env_rows = [
         [Cell("Device"), Cell(distinct("device"))],
         [Cell("Training threads"), Cell(distinct("threads"))],
         [Cell("Git commit"), Cell(distinct("git_commit"))],
-        [Cell("Libraries"), Cell("; ".join(f"{k} {', '.join(sorted(v))}"
-                                           for k, v in sorted(versions.items())) or "–")],
-    ]  # fmt: skip
+        [Cell("Libraries"), Cell(libraries or "–")],
+    ]
     lat = [r.latency for r in data.runs if r.latency]
     if lat:
         backends = sorted({f"{x.get('backend')} with {x.get('threads')} thread(s)" for x in lat})
         env_rows.append([Cell("Latency measured"), Cell("; ".join(backends))])
     blocks: list = [Table(["Setting", "Value"], env_rows, sortable=False)]
     source = data.source or f"<the study file of {data.name}>"
-    blocks.append(f"Reproduce the whole study: `cnnbench study {source}` (into a fresh "
-                  "`--runs-dir`; in an existing one it only trains what is missing)"
-                  + (f". This study was run as `{data.command}`." if data.command else "."))  # fmt: skip
     blocks.append(
-        "Reproduce one number: every run folder holds its resolved `config.yaml`, so "
-        "`cnnbench train --config <run>/config.yaml --runs-dir <elsewhere>` retrains it exactly "
-        "(same split, same seeds)."
+        f"Reproduce the whole study: `cnnbench study {source}` (into a fresh "
+        "`--runs-dir`; in an existing one it only trains what is missing)"
+        + (f". This study was run as `{data.command}`." if data.command else ".")
+    )
+    blocks.append(
+        f"Reproduce one number: every run folder holds its resolved `{rundir.CONFIG}`, so "
+        f"`cnnbench train --config <run>/{rundir.CONFIG} --runs-dir <elsewhere>` retrains it "
+        "exactly (same split, same seeds)."
     )
     cmd_rows = [
-        [Cell(r.name), Cell(f"`{r.summary.get('command') or '–'}`"),
-         Cell(f"`cnnbench train --config {r.path / 'config.yaml'}`")]
+        [
+            Cell(r.name),
+            Cell(f"`{r.summary.get('command') or '–'}`"),
+            Cell(f"`cnnbench train --config {rundir.RunDir(r.path).config_path}`"),
+        ]
         for r in data.runs
-    ]  # fmt: skip
-    blocks.append(Details(f"Commands of the {len(data.runs)} runs",
-                          [Table(["Run", "Recorded command", "Retrain this run"], cmd_rows)]))  # fmt: skip
+    ]
+    blocks.append(
+        Details(
+            f"Commands of the {len(data.runs)} runs",
+            [Table(["Run", "Recorded command", "Retrain this run"], cmd_rows)],
+        )
+    )
     return blocks
+
+
+def _best_group(data: StudyData) -> Group:
+    """The most accurate setting (mean test accuracy over its seeds)."""
+    return max(data.groups, key=lambda g: g.mean("test_acc") or -1.0)
+
+
+def _cost_phrase(best: Group) -> str:
+    if best.cost_latency is not None:
+        return f"{ms(best.cost_latency)} ms per image at batch 1 on the CPU"
+    return f"{si(best.mean('macs'))} MACs per image"
+
+
+def verdict(best: Group) -> list[tuple[str, str, str]]:
+    """The headline facts of the best setting: (label, value, detail) rows."""
+    acc, std = best.mean("test_acc"), best.std("test_acc")
+    epochs = _plural(best.settings["epochs"], "epoch")
+    spread = (
+        f"± {100 * std:.2f} over {len(best.runs)} seeds"
+        if std is not None
+        else f"{len(best.runs)} run"
+    )
+    rows = [
+        ("Best model", best.label, f"{best.settings['dataset']}, {epochs}"),
+        ("Test accuracy", f"{pct(acc)} %", spread),
+    ]
+    if best.cost_latency is not None:
+        p99 = f"p99 {ms(best.latency('p99_ms'))} ms"
+        rows.append(("Batch-1 CPU latency", f"{ms(best.cost_latency)} ms", p99))
+    params = f"{si(best.mean('params'))} parameters"
+    rows.append(("Cost", f"{si(best.mean('macs'))} MACs", params))
+    return rows
+
+
+def verdict_text(best: Group, words: list[str]) -> str:
+    """The verdict in one or two sentences (the cheaper pick too, when there is one)."""
+    text = (
+        f"**{best.label}** is the most accurate model of this study: "
+        f"{pct(best.mean('test_acc'))} % on {best.settings['dataset']} at {_cost_phrase(best)}."
+    )
+    if words and len(words) > 1:
+        text += " On a tighter budget: " + words[0] + "."
+    return text
+
+
+def results_section(data: StudyData) -> Section:
+    blocks: list = [
+        results_table(data),
+        "Test accuracy is measured once per run, on the test split, with the checkpoint of the "
+        "best validation epoch; mean ± sample standard deviation over the seeds (n). "
+        "Best values per column are bold; click a column header to sort (HTML).",
+    ]
+    if data.missing:
+        listed = ", ".join(f"`{m}`" for m in data.missing)
+        blocks.append(f"**{len(data.missing)} run(s) not complete yet** and left out: {listed}.")
+    return Section("results", "Results", blocks)
+
+
+def comparisons_section(data: StudyData) -> Section | None:
+    comp = figs.comparisons(data)
+    if not comp:
+        return None
+    return Section(
+        "comparisons",
+        "Comparisons",
+        [
+            "Each panel holds every setting fixed except one; lines are validation accuracy "
+            "per epoch (training dotted), mean over seeds.",
+            [Figure(slug, title, png, wide=n > 1) for slug, title, png, n in comp],
+        ],
+    )
+
+
+def curves_section(data: StudyData) -> Section:
+    curves = [
+        Figure(f"curves-{i:02d}", g.label + f" ({g.settings['dataset']})", figs.curves_figure(g))
+        for i, g in enumerate(data.groups)
+    ]
+    return Section(
+        "curves",
+        "Training curves",
+        [
+            "Loss and accuracy per epoch, training (dashed) and validation (solid); with several "
+            "seeds, thin lines are the seeds and the thick line their mean. Training accuracy is "
+            "measured on augmented batches while the weights change, so it can sit below "
+            "validation early on.",
+            curves,
+        ],
+    )
+
+
+def _subtitle(data: StudyData) -> str:
+    n_runs, n_groups = len(data.runs), len(data.groups)
+    counts = (
+        f"{n_runs} run{'s' if n_runs != 1 else ''} in {n_groups} setting"
+        f"{'s' if n_groups != 1 else ''}, from `{data.path}`"
+    )
+    return (data.description + " — " if data.description else "") + counts
+
+
+def _optional(sid: str, title: str, blocks: list | None) -> Section | None:
+    """A section that only some studies have (None: this one has nothing for it)."""
+    return Section(sid, title, blocks) if blocks else None
 
 
 # ---------------------------------------------------------------- the document
@@ -427,84 +567,28 @@ def build_document(data: StudyData) -> Document:
     """The report of a study folder as a Document (see cnnbench.report.document)."""
     if not data.groups:
         raise ReportError(f"{data.path}: no complete run to report on")
-    best = max(data.groups, key=lambda g: g.mean("test_acc") or -1.0)
-    acc, std = best.mean("test_acc"), best.std("test_acc")
-    verdict = [
-        ("Best model", best.label, f"{best.settings['dataset']}, {_plural(best.settings['epochs'], 'epoch')}"),
-        ("Test accuracy", f"{pct(acc)} %", f"± {100 * std:.2f} over {len(best.runs)} seeds"
-         if std is not None else f"{len(best.runs)} run"),
-    ]  # fmt: skip
-    if best.cost_latency is not None:
-        verdict.append(("Batch-1 CPU latency", f"{ms(best.cost_latency)} ms",
-                        f"p99 {ms(best.latency('p99_ms'))} ms"))  # fmt: skip
-    verdict.append(
-        ("Cost", f"{si(best.mean('macs'))} MACs", f"{si(best.mean('params'))} parameters")
-    )
-
-    sections = []
-    results: list = [results_table(data)]
-    results.append(
-        "Test accuracy is measured once per run, on the test split, with the checkpoint of the "
-        "best validation epoch; mean ± sample standard deviation over the seeds (n). "
-        "Best values per column are bold; click a column header to sort (HTML)."
-    )
-    if data.missing:
-        results.append(f"**{len(data.missing)} run(s) not complete yet** and left out: "
-                       + ", ".join(f"`{m}`" for m in data.missing) + ".")  # fmt: skip
-    sections.append(Section("results", "Results", results))
-
+    best = _best_group(data)
+    results = results_section(data)
     trade_blocks, words = recommendation(data)
-    sections.append(Section("tradeoff", "Accuracy versus cost", trade_blocks))
-
-    comp = figs.comparisons(data)
-    if comp:
-        sections.append(Section("comparisons", "Comparisons", [
-            "Each panel holds every setting fixed except one; lines are validation accuracy "
-            "per epoch (training dotted), mean over seeds.",
-            [Figure(slug, title, png, wide=n > 1) for slug, title, png, n in comp],
-        ]))  # fmt: skip
-
-    curves = [
-        Figure(f"curves-{i:02d}", g.label + f" ({g.settings['dataset']})", figs.curves_figure(g))
-        for i, g in enumerate(data.groups)
+    runs_text = f"One row per run, numbers exactly as in its `{rundir.SUMMARY}`."
+    sections = [
+        results,
+        Section("tradeoff", "Accuracy versus cost", trade_blocks),
+        comparisons_section(data),
+        curves_section(data),
+        _optional("paper", "Against the paper's Table 1", paper_section(data)),
+        _optional("transfer", "Transfer learning", transfer_section(data)),
+        _optional("explore", "Data exploration", explore_section(data)),
+        Section("runs", "All runs", [runs_text, runs_table(data)]),
+        Section("environment", "Environment and reproduction", environment_section(data)),
     ]
-    sections.append(Section("curves", "Training curves", [
-        "Loss and accuracy per epoch, training (dashed) and validation (solid); with several "
-        "seeds, thin lines are the seeds and the thick line their mean. Training accuracy is "
-        "measured on augmented batches while the weights change, so it can sit below "
-        "validation early on.", curves,
-    ]))  # fmt: skip
-
-    for sid, title, blocks in (
-        ("paper", "Against the paper's Table 1", paper_section(data)),
-        ("transfer", "Transfer learning", transfer_section(data)),
-        ("explore", "Data exploration", explore_section(data)),
-    ):
-        if blocks:
-            sections.append(Section(sid, title, blocks))
-    sections.append(Section("runs", "All runs", [
-        "One row per run, numbers exactly as in its `summary.json`.", runs_table(data)]))  # fmt: skip
-    sections.append(Section("environment", "Environment and reproduction",
-                            environment_section(data)))  # fmt: skip
-
-    cost = (f"{ms(best.cost_latency)} ms per image at batch 1 on the CPU"
-            if best.cost_latency is not None else f"{si(best.mean('macs'))} MACs per image")  # fmt: skip
-    text = (f"**{best.label}** is the most accurate model of this study: {pct(acc)} % on "
-            f"{best.settings['dataset']} at {cost}.")  # fmt: skip
-    if words and len(words) > 1:
-        text += " On a tighter budget: " + words[0] + "."
-    n_runs = len(data.runs)
-    subtitle = (data.description + " — " if data.description else "") + (
-        f"{n_runs} run{'s' if n_runs != 1 else ''} in {len(data.groups)} setting"
-        f"{'s' if len(data.groups) != 1 else ''}, from `{data.path}`"
-    )
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return Document(
         title=f"cnnbench study: {data.name}",
-        subtitle=subtitle,
-        verdict=verdict,
-        verdict_text=text,
-        sections=sections,
+        subtitle=_subtitle(data),
+        verdict=verdict(best),
+        verdict_text=verdict_text(best, words),
+        sections=[s for s in sections if s is not None],
         footer=f"Written by `cnnbench report` on {stamp}. Self-contained: no network needed.",
     )
 
@@ -521,7 +605,6 @@ def write_report(study_dir: str | Path, out_dir: str | Path | None = None) -> di
     doc = build_document(data)
     out = Path(out_dir) if out_dir else study_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    md = render_markdown(doc, out / "figures")
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(render_html(doc))
+    write_text_atomic(out / "report.md", render_markdown(doc, out / "figures"))
+    write_text_atomic(out / "report.html", render_html(doc))
     return {"html": out / "report.html", "markdown": out / "report.md", "figures": out / "figures"}

@@ -1,8 +1,8 @@
 """Read a study's folder into plain records: runs, their seed groups, costs, extras.
 
-Nothing here draws or formats; it only reads files written by the trainer
-(``summary.json``, ``metrics.jsonl``, ``config.yaml``), the study runner (``study.yaml``),
-``cnnbench.bench`` (latency, optional) and ``cnnbench.explore`` (``explore/explore.json``).
+Nothing here draws or formats; it only reads what the trainer and ``cnnbench.bench`` wrote
+into each run directory (through ``cnnbench.rundir``: summary, metrics, config, latency), the
+study runner's ``study.yaml`` and ``cnnbench.explore``'s ``explore/explore.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from cnnbench.rundir import RunDir
 from cnnbench.study.runner import STUDY_FILE
 from cnnbench.study.spec import EXECUTION_KEYS
 
@@ -121,7 +122,7 @@ def _short(value: Any) -> str:
 
 
 def _latency_summary(run_dir: Path) -> dict[str, Any] | None:
-    if not (run_dir / "bench.json").is_file():
+    if not RunDir(run_dir).bench_path.is_file():
         return None
     try:
         from cnnbench.bench import latency_summary
@@ -133,36 +134,21 @@ def _latency_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    """The run's ``metrics.jsonl`` rows; a torn last line (killed mid-write) is ignored."""
-    path = run_dir / "metrics.jsonl"
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return rows
-
-
 def read_run(run_dir: Path) -> RunRecord | None:
     """A complete run's record, or None if the run has not finished."""
-    from cnnbench.train import read_summary
-
-    summary = read_summary(run_dir)
+    run = RunDir(run_dir)
+    summary = run.summary()
     if not summary or summary.get("status") != "complete":
         return None
-    cfg_path = run_dir / "config.yaml"
-    config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    config = run.config() or {}
     for key in (*SHAPE_KEYS, "seed"):  # old or hand-made runs: fall back to the summary
         config.setdefault(key, summary.get(key))
     return RunRecord(
         name=run_dir.name,
         path=run_dir,
-        config=config or {},
+        config=config,
         summary=summary,
-        metrics=read_metrics(run_dir),
+        metrics=run.metrics(),  # a torn last line (killed mid-write) is skipped
         latency=_latency_summary(run_dir),
     )
 
@@ -191,7 +177,7 @@ def load_study_data(path: str | Path) -> StudyData:
         spec = yaml.safe_load((path / STUDY_FILE).read_text()) or {}
     names = [c["name"] for c in spec.get("runs", []) if c.get("name")]
     if not names:
-        names = sorted(p.name for p in path.iterdir() if (p / "config.yaml").is_file())
+        names = sorted(p.name for p in path.iterdir() if RunDir(p).config_path.is_file())
     runs, missing = [], []
     for name in names:
         record = read_run(path / name)
@@ -248,6 +234,6 @@ def resolve_parent(parent: str, study_path: Path) -> Path | None:
         candidates += [study_path / parent, study_path.parent / parent]
     for c in candidates:
         c = c.parent if c.suffix == ".pt" else c
-        if (c / "summary.json").is_file():
+        if RunDir(c).summary_path.is_file():
             return c
     return None

@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cnnbench.fileio import write_atomic
+
 
 @dataclass
 class Cell:
@@ -260,8 +262,10 @@ def _blocks_html(blocks: list) -> str:
         elif isinstance(b, Markdown):
             out.append(markdown_to_html(b.text))
         elif isinstance(b, Details):
-            out.append(f"<details><summary>{html.escape(b.summary)}</summary>"
-                       f"{_blocks_html(b.blocks)}</details>")  # fmt: skip
+            out.append(
+                f"<details><summary>{html.escape(b.summary)}</summary>"
+                f"{_blocks_html(b.blocks)}</details>"
+            )
         elif isinstance(b, list):
             out.append(_figs_html(b))
     return "\n".join(out)
@@ -306,6 +310,10 @@ def _table_md(t: Table) -> str:
     return "\n".join(lines)
 
 
+def _write_png(path: Path, png: bytes) -> None:
+    write_atomic(path, lambda f: f.write(png))
+
+
 def _blocks_md(blocks: list, figures_dir: Path, rel: str) -> str:
     out = []
     for b in blocks:
@@ -319,7 +327,7 @@ def _blocks_md(blocks: list, figures_dir: Path, rel: str) -> str:
             out.append(f"**{b.summary}**\n\n{_blocks_md(b.blocks, figures_dir, rel)}")
         elif isinstance(b, list):
             for f in b:
-                (figures_dir / f"{f.slug}.png").write_bytes(f.png)
+                _write_png(figures_dir / f"{f.slug}.png", f.png)
                 cap = f" {f.caption}" if f.caption else ""
                 out.append(f"![{f.title}]({rel}/{f.slug}.png)\n\n*{f.title}.{cap}*")
     return "\n\n".join(out)

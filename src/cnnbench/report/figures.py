@@ -32,12 +32,21 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    plt.rcParams.update({
-        "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold",
-        "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-        "grid.alpha": 0.25, "legend.frameon": False, "legend.fontsize": 8,
-        "figure.facecolor": "white", "axes.facecolor": "white",
-    })  # fmt: skip
+    plt.rcParams.update(
+        {
+            "font.size": 9,
+            "axes.titlesize": 10,
+            "axes.titleweight": "bold",
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.25,
+            "legend.frameon": False,
+            "legend.fontsize": 8,
+            "figure.facecolor": "white",
+            "axes.facecolor": "white",
+        }
+    )
     return plt
 
 
@@ -66,15 +75,24 @@ def _mean_curve(xs: list[list[int]], ys: list[list[float]]) -> tuple[list[int], 
     return common, [sum(d[e] for d in lookup) / len(lookup) for e in common]
 
 
-def _plot_group(ax: Any, group: Group, key: str, color: str, style: str, label: str | None,
-                scale: float = 1.0) -> None:  # fmt: skip
+def _plot_group(
+    ax: Any, group: Group, key: str, color: str, style: str, label: str | None, scale: float = 1.0
+) -> None:
     xs, ys = _series(group, key)
     if len(xs) > 1:  # seeds: thin lines, the mean on top
         for x, y in zip(xs, ys, strict=True):
             ax.plot(x, [v * scale for v in y], style, color=color, lw=0.7, alpha=0.35)
     mx, my = _mean_curve(xs, ys)
-    ax.plot(mx, [v * scale for v in my], style, color=color, lw=1.8, label=label,
-            marker="o" if len(mx) <= 12 else None, ms=3)  # fmt: skip
+    ax.plot(
+        mx,
+        [v * scale for v in my],
+        style,
+        color=color,
+        lw=1.8,
+        label=label,
+        marker="o" if len(mx) <= 12 else None,
+        ms=3,
+    )
 
 
 def _epoch_axis(ax: Any) -> None:
@@ -162,8 +180,7 @@ def comparisons(data: StudyData) -> list[tuple[str, str, bytes, int]]:
         title = f"Effect of the {name}" + (
             " (each with its learning rate)" if len(keys) > 1 else ""
         )
-        fig.suptitle(f"{title}: validation solid, training dotted", fontsize=10,
-                     fontweight="bold")  # fmt: skip
+        fig.suptitle(f"{title}: validation solid, training dotted", fontsize=10, fontweight="bold")
         fig.tight_layout()
         out.append((f"effect-{axis}", title, _png(fig), len(items)))
     return out
@@ -197,16 +214,40 @@ def tradeoff_figure(
     for i, g in enumerate(groups):
         color = _COLORS[models.index(str(g.settings["model"])) % len(_COLORS)]
         std = g.std("test_acc")
-        ax.errorbar(costs[i], accs[i], yerr=100 * std if std else None, fmt="o", color=color,
-                    ms=7 if i in front else 5, mec="black" if i in front else color,
-                    mew=1.2 if i in front else 0, alpha=0.95, capsize=3, zorder=3)  # fmt: skip
+        ax.errorbar(
+            costs[i],
+            accs[i],
+            yerr=100 * std if std else None,
+            fmt="o",
+            color=color,
+            ms=7 if i in front else 5,
+            mec="black" if i in front else color,
+            mew=1.2 if i in front else 0,
+            alpha=0.95,
+            capsize=3,
+            zorder=3,
+        )
     fx = [costs[i] for i in front]
     fy = [accs[i] for i in front]
-    ax.step(fx, fy, where="post", color="#111827", lw=1.2, ls="--", zorder=2,
-            label="Pareto front (best accuracy at each cost)")  # fmt: skip
+    ax.step(
+        fx,
+        fy,
+        where="post",
+        color="#111827",
+        lw=1.2,
+        ls="--",
+        zorder=2,
+        label="Pareto front (best accuracy at each cost)",
+    )
     for i in front:
-        ax.annotate(groups[i].label, (costs[i], accs[i]), textcoords="offset points",
-                    xytext=(6, -11), fontsize=7.5, color="#111827")  # fmt: skip
+        ax.annotate(
+            groups[i].label,
+            (costs[i], accs[i]),
+            textcoords="offset points",
+            xytext=(6, -11),
+            fontsize=7.5,
+            color="#111827",
+        )
     for j, m in enumerate(models):
         ax.plot([], [], "o", color=_COLORS[j % len(_COLORS)], label=m)
     if log_x and min(costs) > 0 and max(costs) / min(costs) > 5:

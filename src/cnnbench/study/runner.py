@@ -2,8 +2,9 @@
 
 The study's folder is ``<runs_dir>/<study name>/``: ``study.yaml`` (every resolved run config),
 one run directory per run (the trainer's format), and ``report/``. A run whose summary says
-``complete`` is skipped; any other existing run directory is resumed from its ``last.pt``; so a
-study killed at any moment continues where it stopped, never training a finished run twice.
+``complete`` is skipped; any other existing run directory is resumed from its last checkpoint;
+so a study killed at any moment continues where it stopped, never training a finished run
+twice. Where runs train is an executor's concern (``cnnbench.study.executors``).
 """
 
 from __future__ import annotations
@@ -11,15 +12,17 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import yaml
 from tqdm.auto import tqdm
 
+from cnnbench.fileio import write_text_atomic
+from cnnbench.rundir import RunDir, is_complete
+from cnnbench.study.executors import Executor, Inline, ProcessPool
 from cnnbench.study.spec import Study
 from cnnbench.train.config import ConfigError, RunConfig
 
@@ -38,7 +41,7 @@ class StudyResult:
     bench: bool = True  # measure latency after training (when cnnbench.bench exists)
 
     def record(self, name: str, err: BaseException | None, say: Callable[[str], None]) -> None:
-        """Note how one run ended (every executor reports through here)."""
+        """Note how one run ended (every executor's outcomes come through here)."""
         if err is None:
             self.trained.append(name)
         else:
@@ -56,9 +59,7 @@ def write_study_file(study: Study, directory: Path, command: str | None) -> Path
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STUDY_FILE
     data = {**study.to_dict(), "command": command}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
     return path
 
 
@@ -73,22 +74,13 @@ def _bench_hook() -> Callable[..., Any] | None:
 
 def _measure(run_dir: Path, result: StudyResult, log: Callable[[str], None]) -> None:
     measure = _bench_hook() if result.bench else None
-    if measure is None or (run_dir / "bench.json").is_file():
+    if measure is None or RunDir(run_dir).bench_path.is_file():
         return
     try:
         measure(run_dir, quick=True)
         result.benched.append(run_dir.name)
     except Exception as e:  # a failed benchmark must not lose the trained run
         log(f"latency of {run_dir.name} not measured: {e.__class__.__name__}: {e}")
-
-
-def _train_one(config_json: dict[str, Any], parent: str, command: str, progress: bool) -> str:
-    """Train (or resume, or skip) one run; returns its name. Also the worker entry point."""
-    from cnnbench.train import load_config, train
-
-    config = load_config(config_json)
-    train(config, runs_dir=parent, resume=True, progress=progress, command=command)
-    return config.run_name()
 
 
 def run_study(
@@ -110,12 +102,11 @@ def run_study(
     With ``workers > 1`` runs train in that many spawned processes, each limited to
     ``cores // workers`` threads unless the run sets ``threads`` itself. With ``bench`` and
     ``cnnbench.bench`` importable, each trained run's batch-1 CPU latency is measured
-    (``measure_run(run_dir, quick=True)`` writes ``<run>/bench.json``). ``executor="ray"``
+    (``measure_run(run_dir, quick=True)`` writes the run's benchmark file). ``executor="ray"``
     trains the runs as Ray tasks (``cnnbench.study.ray_backend``), locally or on the cluster
     at ``ray_address``. Transfer children whose parent is a run of the same study start only
     once their parent's wave has finished.
     """
-    from cnnbench.train import is_complete
 
     def say(msg: str) -> None:
         (log or (lambda m: tqdm.write(m, file=sys.stderr)))(msg)
@@ -123,7 +114,29 @@ def run_study(
     directory = study_dir(study, runs_dir)
     write_study_file(study, directory, command)
     result = StudyResult(study_dir=directory, bench=bench)
+    todo = _not_complete(study, directory, result, say)
     file_cmd = command or (f"cnnbench study {study.source}" if study.source else "cnnbench study")
+    runner = _executor(executor, workers, directory, file_cmd, progress, ray_address, gpus_per_run)
+    with tqdm(
+        total=len(study.runs),
+        initial=len(result.skipped),
+        desc=f"study {study.name}",
+        unit="run",
+        disable=not progress,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    ) as bar:
+        _train(runner, todo, directory, result, bar, say)
+        # Runs finished earlier may predate cnnbench.bench: measure them too.
+        for name in result.skipped:
+            _measure(directory / name, result, say)
+    return result
+
+
+def _not_complete(
+    study: Study, directory: Path, result: StudyResult, say: Callable[[str], None]
+) -> list[RunConfig]:
+    """The runs left to train; the complete ones are noted as skipped."""
     todo: list[RunConfig] = []
     for config in study.runs:
         if is_complete(directory / config.run_name()):
@@ -132,42 +145,53 @@ def run_study(
             todo.append(config)
     if result.skipped:
         say(f"{study.name}: {len(result.skipped)} of {len(study.runs)} runs already complete")
+    return todo
 
+
+def _executor(
+    kind: str,
+    workers: int,
+    directory: Path,
+    command: str,
+    progress: bool,
+    ray_address: str | None,
+    gpus_per_run: float,
+) -> Executor:
+    """In this process, ``workers`` processes, or Ray tasks (each with cores // workers CPUs)."""
+    if kind == "local" and workers <= 1:
+        return Inline(directory, command, progress)
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
-    bar = tqdm(
-        total=len(study.runs), initial=len(result.skipped), desc=f"study {study.name}",
-        unit="run", disable=not progress, file=sys.stderr, dynamic_ncols=True,
-    )  # fmt: skip
-    try:
-        if workers <= 1 and executor == "local":
-            for config in todo:
-                name = config.run_name()
-                try:
-                    _train_one(config.model_dump(mode="json"), str(directory), file_cmd, progress)
-                    result.trained.append(name)
+    if kind == "ray":
+        from cnnbench.study.ray_backend import RayTasks
+
+        return RayTasks(directory, command, ray_address, threads, gpus_per_run)
+    return ProcessPool(directory, command, workers, threads)
+
+
+def _train(
+    runner: Executor,
+    todo: list[RunConfig],
+    directory: Path,
+    result: StudyResult,
+    bar: tqdm,
+    say: Callable[[str], None],
+) -> None:
+    """Train ``todo`` wave by wave, recording each outcome, and measure each trained run's
+    latency: as it ends when runs train one at a time, else after all of them, one at a time
+    (timing while other runs train would measure the contention, not the model)."""
+    # In this process runs train in the study's order; elsewhere a transfer child waits for
+    # its parent's wave.
+    waves = [todo] if runner.one_at_a_time else _waves(todo, directory)
+    for wave in waves:
+        with closing(runner.run(wave)) as outcomes:
+            for name, err in outcomes:
+                result.record(name, err, say)
+                if err is None and runner.one_at_a_time:
                     _measure(directory / name, result, say)
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except Exception as e:
-                    result.record(name, e, say)
                 bar.update(1)
-        else:
-            for wave in _waves(todo, directory):
-                if executor == "ray":
-                    _run_ray(wave, directory, file_cmd, result, bar, say, ray_address,
-                             threads, gpus_per_run)  # fmt: skip
-                else:
-                    _run_parallel(wave, directory, file_cmd, workers, threads, result, bar, say)
-            # Latency is measured after training, one run at a time: timing while other
-            # runs train would measure the contention, not the model.
-            for name in result.trained:
-                _measure(directory / name, result, say)
-        # Runs finished earlier may predate cnnbench.bench: measure them too.
-        for name in result.skipped:
+    if not runner.one_at_a_time:
+        for name in result.trained:
             _measure(directory / name, result, say)
-    finally:
-        bar.close()
-    return result
 
 
 def _waves(todo: list[RunConfig], directory: Path) -> list[list[RunConfig]]:
@@ -199,55 +223,3 @@ def _waves(todo: list[RunConfig], directory: Path) -> list[list[RunConfig]]:
     for config in todo:
         waves.setdefault(level(config.run_name()), []).append(config)
     return [waves[k] for k in sorted(waves)]
-
-
-def _run_ray(
-    todo: list[RunConfig],
-    directory: Path,
-    command: str,
-    result: StudyResult,
-    bar: tqdm,
-    say: Callable[[str], None],
-    address: str | None,
-    threads: int,
-    gpus_per_run: float,
-) -> None:
-    from cnnbench.study.ray_backend import run_with_ray
-
-    def done(name: str, err: BaseException | None) -> None:
-        result.record(name, err, say)
-        bar.update(1)
-
-    run_with_ray(todo, directory, command, on_done=done, address=address,
-                 cpus_per_run=threads, gpus_per_run=gpus_per_run)  # fmt: skip
-
-
-def _run_parallel(
-    todo: list[RunConfig],
-    directory: Path,
-    command: str,
-    workers: int,
-    threads: int,
-    result: StudyResult,
-    bar: tqdm,
-    say: Callable[[str], None],
-) -> None:
-    # spawn: a fresh interpreter per worker, no forked torch thread pools or CUDA state.
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
-    try:
-        pending = {}
-        for config in todo:
-            cfg = config.model_dump(mode="json")
-            if cfg.get("threads") is None:
-                cfg["threads"] = threads
-            fut = pool.submit(_train_one, cfg, str(directory), command, False)
-            pending[fut] = config.run_name()
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                result.record(pending.pop(fut), fut.exception(), say)
-                bar.update(1)
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)

@@ -147,6 +147,34 @@ def _grid_combos(grid: dict[str, Any]) -> list[dict[str, Any]]:
 
 def parse_study(data: Any, *, default_name: str = "study", source: str | None = None) -> Study:
     """Expand and validate a study given as a dict (the parsed YAML). Raises ConfigError."""
+    name = _check_study_keys(data, default_name)
+    base = _as_mapping(data.get("base"), "base")
+    grid = _as_mapping(data.get("grid"), "grid")
+    explicit = data.get("runs")
+    _check_keys(base, "base")
+    _check_keys(grid, "grid")
+    if explicit is not None and not isinstance(explicit, list):
+        raise ConfigError(f"runs: expected a list of run option mappings, got {explicit!r}")
+    if explicit == [] or (explicit is None and not grid):
+        raise ConfigError("the study has no runs: give a non-empty grid: and/or runs: list")
+    raw = _expand(base, grid, explicit if explicit is not None else [{}])
+    resolved = _resolve(raw, by_entry=explicit is not None)
+    varied = sorted(
+        k
+        for k in RunConfig.model_fields
+        if k not in EXECUTION_KEYS and len({yaml.safe_dump(r[k]) for r in resolved}) > 1
+    )
+    return Study(
+        name=name,
+        runs=_named_runs(resolved, varied),
+        source=source,
+        description=str(data.get("description") or "").strip(),
+        varied=varied,
+    )
+
+
+def _check_study_keys(data: Any, default_name: str) -> str:
+    """The study's name, once its top-level keys are known ones."""
     if not isinstance(data, dict):
         raise ConfigError(f"a study is a mapping with keys {', '.join(STUDY_KEYS)}")
     unknown = [k for k in data if k not in STUDY_KEYS]
@@ -158,18 +186,14 @@ def parse_study(data: Any, *, default_name: str = "study", source: str | None = 
     name = str(data.get("name") or default_name)
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise ConfigError(f"name: {name!r} must use only letters, digits, '.', '_' and '-'")
-    base = _as_mapping(data.get("base"), "base")
-    grid = _as_mapping(data.get("grid"), "grid")
-    explicit = data.get("runs")
-    _check_keys(base, "base")
-    _check_keys(grid, "grid")
-    if explicit is not None and not isinstance(explicit, list):
-        raise ConfigError(f"runs: expected a list of run option mappings, got {explicit!r}")
-    if explicit == [] or (explicit is None and not grid):
-        raise ConfigError("the study has no runs: give a non-empty grid: and/or runs: list")
-    combos = _grid_combos(grid)
-    entries = explicit if explicit is not None else [{}]
+    return name
 
+
+def _expand(
+    base: dict[str, Any], grid: dict[str, Any], entries: list[Any]
+) -> list[tuple[str, dict[str, Any]]]:
+    """(where, options) of every run: each entry merged over base, crossed with the grid."""
+    combos = _grid_combos(grid)
     raw: list[tuple[str, dict[str, Any]]] = []
     for i, entry in enumerate(entries):
         where = f"runs[{i}]"
@@ -180,21 +204,22 @@ def parse_study(data: Any, *, default_name: str = "study", source: str | None = 
             raise ConfigError(f"{where}: {clash[0]!r} is set both here and in grid:")
         for combo in combos:
             raw.append((where, {**base, **entry, **combo}))
+    return raw
 
-    # Validate every run before naming: a bad value fails with where it came from.
+
+def _resolve(raw: list[tuple[str, dict[str, Any]]], *, by_entry: bool) -> list[dict[str, Any]]:
+    """Every run validated before naming: a bad value fails with where it came from."""
     resolved = []
     for where, cfg in raw:
         try:
             resolved.append(load_config(cfg).model_dump(mode="json"))
         except ConfigError as e:
-            label = where if explicit is not None else "grid"
-            raise ConfigError(f"{label}: {e}") from None
+            raise ConfigError(f"{where if by_entry else 'grid'}: {e}") from None
+    return resolved
 
-    varied = sorted(
-        k
-        for k in RunConfig.model_fields
-        if k not in EXECUTION_KEYS and len({yaml.safe_dump(r[k]) for r in resolved}) > 1
-    )
+
+def _named_runs(resolved: list[dict[str, Any]], varied: list[str]) -> list[RunConfig]:
+    """The runs with their names (given, or made from the varied settings); no two alike."""
     runs: list[RunConfig] = []
     seen: dict[str, int] = {}
     for i, cfg in enumerate(resolved):
@@ -206,13 +231,7 @@ def parse_study(data: Any, *, default_name: str = "study", source: str | None = 
             )
         seen[name_i] = i
         runs.append(load_config({**cfg, "name": name_i}))
-    return Study(
-        name=name,
-        runs=runs,
-        source=source,
-        description=str(data.get("description") or "").strip(),
-        varied=varied,
-    )
+    return runs
 
 
 def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> Study:

@@ -9,20 +9,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# name -> the module that defines it (a run directory's state is cnnbench.rundir's concern).
 _EXPORTS = {
-    "CheckpointError": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "model_from_checkpoint": "checkpoint",
-    "save_checkpoint": "checkpoint",
-    "ConfigError": "config",
-    "RunConfig": "config",
-    "TransferConfig": "config",
-    "load_config": "config",
-    "evaluate_run": "evaluate",
-    "RunExistsError": "trainer",
-    "is_complete": "trainer",
-    "read_summary": "trainer",
-    "train": "trainer",
+    "CheckpointError": "cnnbench.train.checkpoint",
+    "load_checkpoint": "cnnbench.train.checkpoint",
+    "model_from_checkpoint": "cnnbench.train.checkpoint",
+    "save_checkpoint": "cnnbench.train.checkpoint",
+    "ConfigError": "cnnbench.train.config",
+    "RunConfig": "cnnbench.train.config",
+    "TransferConfig": "cnnbench.train.config",
+    "load_config": "cnnbench.train.config",
+    "evaluate_run": "cnnbench.train.evaluate",
+    "RunExistsError": "cnnbench.train.trainer",
+    "train": "cnnbench.train.trainer",
+    "is_complete": "cnnbench.rundir",
+    "read_summary": "cnnbench.rundir",
 }
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from cnnbench.rundir import is_complete, read_summary
     from cnnbench.train.checkpoint import (
         CheckpointError,
         load_checkpoint,
@@ -50,10 +52,10 @@ if TYPE_CHECKING:
     )
     from cnnbench.train.config import ConfigError, RunConfig, TransferConfig, load_config
     from cnnbench.train.evaluate import evaluate_run
-    from cnnbench.train.trainer import RunExistsError, is_complete, read_summary, train
+    from cnnbench.train.trainer import RunExistsError, train
 
 
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'cnnbench.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"cnnbench.train.{_EXPORTS[name]}"), name)
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

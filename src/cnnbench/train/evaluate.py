@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from cnnbench.data import BatchIterator, load_dataset
-from cnnbench.train.checkpoint import model_from_checkpoint
+from cnnbench.data import BatchIterator
+from cnnbench.rundir import checkpoint_dataset, load_model_from
 from cnnbench.train.loop import predict_logits
 
 
@@ -26,20 +26,24 @@ def evaluate_run(
     batch_size: int = 500,
     device: str = "cpu",
 ) -> dict[str, Any]:
-    """Evaluate a run's checkpoint on the full test split of its dataset."""
+    """Evaluate a run's checkpoint (``best`` or ``last``; or a .pt file given as ``run``) on
+    the full test split of the dataset it was trained on."""
     run = Path(run)
-    model, ckpt = model_from_checkpoint(run / f"{checkpoint}.pt" if run.is_dir() else run)
-    cfg = ckpt["config"]
-    ds = load_dataset(
-        cfg["dataset"], data_dir=data_dir or cfg.get("data_dir"), download=False,
-        image_size=cfg.get("image_size", 32), label_kind=cfg.get("label_kind", "fine"),
-    )  # fmt: skip
+    model, ckpt = load_model_from(run, checkpoint)
+    ds = checkpoint_dataset(ckpt, data_dir, show_progress=True)
     dev = torch.device(device)
     model.to(dev)
+    mean, std = tuple(ckpt["mean"]), tuple(ckpt["std"])
     batches = BatchIterator(
-        ds.x_test, ds.y_test, batch_size, shuffle=False, augment=None,
-        mean=tuple(ckpt["mean"]), std=tuple(ckpt["std"]), device=dev,
-    )  # fmt: skip
+        ds.x_test,
+        ds.y_test,
+        batch_size,
+        shuffle=False,
+        augment=None,
+        mean=mean,
+        std=std,
+        device=dev,
+    )
     logits, y = predict_logits(model, batches, device=dev)
     pred = logits.argmax(1)
     k = len(ckpt["classes"])

@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnbench.rundir import is_complete
+from cnnbench.rundir import SUMMARY, RunDir
 from cnnbench.train.checkpoint import CheckpointError, load_checkpoint
 from cnnbench.train.config import ConfigError, RunConfig, TransferConfig
 from cnnbench.train.optim import split_decay
@@ -58,7 +58,8 @@ _FROZEN_ATTR = "_cnnbench_frozen"
 
 
 def parent_checkpoint_path(transfer: TransferConfig) -> Path:
-    """The parent's checkpoint file: ``<run>/best.pt`` or ``last.pt``, or the .pt file given.
+    """The parent's checkpoint file: its run's ``transfer.checkpoint`` (best or last), or the
+    .pt file given.
 
     ``parent`` may also name a shipped zoo model (``zoo:fastnet_small-cifar100``).
     Raises CheckpointError if the parent does not exist, or is a run directory that has not
@@ -69,13 +70,14 @@ def parent_checkpoint_path(transfer: TransferConfig) -> Path:
     if not parent.exists() and zoo_find(transfer.parent) is not None:
         parent = zoo_find(transfer.parent)  # a shipped model: `parent: zoo:NAME` or NAME
     if parent.is_dir():
-        if not is_complete(parent):
+        run = RunDir(parent)
+        path = run.checkpoint_path(transfer.checkpoint)
+        if not run.is_complete():
             raise CheckpointError(
-                f"parent run {parent} is not complete (no summary.json with status 'complete'); "
-                f"finish it with `cnnbench train --resume`, or pass {parent}/"
-                f"{transfer.checkpoint}.pt to transfer from it as it is"
+                f"parent run {parent} is not complete (no {SUMMARY} with status 'complete'); "
+                f"finish it with `cnnbench train --resume`, or pass {path} to transfer from it "
+                "as it is"
             )
-        path = parent / f"{transfer.checkpoint}.pt"
         if not path.is_file():
             raise CheckpointError(f"parent run {parent} has no {path.name}")
         return path
