@@ -41,19 +41,27 @@ def _free_port() -> int:
 
 def untrained_run(parent: Path) -> Path:
     """A LeNet-5 run with random weights (CIFAR-10 labels): enough to time the service."""
+    from cnnbench.data import CIFAR10_CLASSES
     from cnnbench.models import create_model
+    from cnnbench.rundir import RunDir
     from cnnbench.train import save_checkpoint
 
-    classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]  # fmt: skip
     model = create_model("lenet5", num_classes=10)
     run = parent / "untrained-lenet5"
     save_checkpoint(
-        {"model": model.state_dict(), "model_spec": model.cnnbench_spec,
-         "config": {"dataset": "cifar10", "image_size": 32, "data_dir": str(parent / "no-data")},
-         "classes": classes, "mean": [0.5] * 3, "std": [0.25] * 3, "input_size": [3, 32, 32],
-         "dataset": "cifar10", "epoch": 0},
-        run / "best.pt",
-    )  # fmt: skip
+        {
+            "model": model.state_dict(),
+            "model_spec": model.cnnbench_spec,
+            "config": {"dataset": "cifar10", "image_size": 32, "data_dir": str(parent / "no-data")},
+            "classes": list(CIFAR10_CLASSES),
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+            "input_size": [3, 32, 32],
+            "dataset": "cifar10",
+            "epoch": 0,
+        },
+        RunDir(run).checkpoint_path("best"),
+    )
     return run
 
 
@@ -121,9 +129,23 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def start_server(run: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "cnnbench", "serve", str(run), "--port", str(port),
-           "--backend", args.backend, "--log-level", "warning",
-           "--micro-batch", str(args.micro_batch), "--batch-wait-ms", str(args.batch_wait_ms)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnnbench",
+        "serve",
+        str(run),
+        "--port",
+        str(port),
+        "--backend",
+        args.backend,
+        "--log-level",
+        "warning",
+        "--micro-batch",
+        str(args.micro_batch),
+        "--batch-wait-ms",
+        str(args.batch_wait_ms),
+    ]
     if args.workers_threads:
         cmd += ["--workers-threads", str(args.workers_threads)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=sys.stderr)
@@ -144,22 +166,9 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("run", nargs="?", type=Path, help="run directory (default: untrained LeNet-5)")
-    p.add_argument("--levels", default="1,8,32", help="concurrent clients per level (default: 1,8,32)")  # fmt: skip
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per level (default: 10)")
-    p.add_argument("--max-requests", type=int, default=20_000, help="requests per level at most")
-    p.add_argument("--warmup", type=int, default=50, help="requests before timing (default: 50)")
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
-    p.add_argument("--workers-threads", type=int, default=None)
-    p.add_argument("--micro-batch", type=int, default=1)
-    p.add_argument("--batch-wait-ms", type=float, default=2.0)
-    p.add_argument("--image", type=Path, default=None, help="image to send (default: 96x96 PNG)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
-    args = p.parse_args(argv)
+    args = _parse_args(argv)
     levels = [int(x) for x in args.levels.split(",")]
     image = args.image.read_bytes() if args.image else test_image()
-
     with tempfile.TemporaryDirectory(prefix="cnnbench-load-") as tmp:
         run = args.run or untrained_run(Path(tmp))
         port = _free_port()
@@ -169,35 +178,71 @@ def main(argv: list[str] | None = None) -> int:
             model = wait_ready(url, proc)
             for _ in range(args.warmup):
                 httpx.post(url + "/predict", files={"file": ("w.png", image)}, timeout=30)
-            results = []
-            for n in levels:
-                cpu0 = cpu_seconds(proc.pid)
-                r = asyncio.run(_level(url, image, n, args.duration, args.max_requests))
-                cpu1 = cpu_seconds(proc.pid)
-                if cpu0 is not None and cpu1 is not None and r["requests"]:
-                    # CPU the server spent per request: what contention does not inflate.
-                    r["server_cpu_ms"] = round((cpu1 - cpu0) * 1000 / r["requests"], 2)
-                results.append(r)
+            results = [run_level(url, proc, image, n, args) for n in levels]
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-    print(f"model {model['name']} ({model['model']}, {model['backend']}), image {len(image):,} "
-          f"bytes, workers {model['workers']}, micro-batch {model['micro_batch']}; "
-          f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}")  # fmt: skip
-    print(f"{'clients':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>7} {'server CPU ms/req':>18}")  # fmt: skip
-    for r in results:
-        print(f"{r['clients']:>8} {r['requests']:>9} {r['requests_per_s']:>8} "
-              f"{r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['errors']:>7} "
-              f"{r.get('server_cpu_ms', '-')!s:>18}")  # fmt: skip
+            stop_server(proc)
+    print_results(model, image, results)
     if args.json:
         args.json.write_text(json.dumps({"model": model, "levels": results}, indent=2) + "\n")
     return 0 if all(r["errors"] == 0 for r in results) else 1
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", nargs="?", type=Path, help="run directory (default: untrained LeNet-5)")
+    p.add_argument(
+        "--levels", default="1,8,32", help="concurrent clients per level (default: 1,8,32)"
+    )
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per level (default: 10)")
+    p.add_argument("--max-requests", type=int, default=20_000, help="requests per level at most")
+    p.add_argument("--warmup", type=int, default=50, help="requests before timing (default: 50)")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"))
+    p.add_argument("--workers-threads", type=int, default=None)
+    p.add_argument("--micro-batch", type=int, default=1)
+    p.add_argument("--batch-wait-ms", type=float, default=2.0)
+    p.add_argument("--image", type=Path, default=None, help="image to send (default: 96x96 PNG)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    return p.parse_args(argv)
+
+
+def run_level(
+    url: str, proc: subprocess.Popen, image: bytes, clients: int, args: argparse.Namespace
+) -> dict:
+    """One concurrency level, with the server's CPU time per request."""
+    cpu0 = cpu_seconds(proc.pid)
+    r = asyncio.run(_level(url, image, clients, args.duration, args.max_requests))
+    cpu1 = cpu_seconds(proc.pid)
+    if cpu0 is not None and cpu1 is not None and r["requests"]:
+        # CPU the server spent per request: what contention does not inflate.
+        r["server_cpu_ms"] = round((cpu1 - cpu0) * 1000 / r["requests"], 2)
+    return r
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def print_results(model: dict, image: bytes, results: list[dict]) -> None:
+    print(
+        f"model {model['name']} ({model['model']}, {model['backend']}), image {len(image):,} "
+        f"bytes, workers {model['workers']}, micro-batch {model['micro_batch']}; "
+        f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    )
+    print(
+        f"{'clients':>8} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'errors':>7} {'server CPU ms/req':>18}"
+    )
+    for r in results:
+        print(
+            f"{r['clients']:>8} {r['requests']:>9} {r['requests_per_s']:>8} "
+            f"{r['p50_ms']!s:>8} {r['p99_ms']!s:>8} {r['errors']:>7} "
+            f"{r.get('server_cpu_ms', '-')!s:>18}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ from cnnbench.profile import count_macs
 
 @pytest.mark.parametrize(
     ("name", "kwargs", "blocks"),
-    [("mobilenetv2", {}, 17), ("mobilenetv2_reduced", {}, 10),
-     ("mobilenetv2", {"width_mult": 0.5, "strides": "imagenet"}, 17)],
-)  # fmt: skip
+    [
+        ("mobilenetv2", {}, 17),
+        ("mobilenetv2_reduced", {}, 10),
+        ("mobilenetv2", {"width_mult": 0.5, "strides": "imagenet"}, 17),
+    ],
+)
 def test_every_block_matches_the_formula(name, kwargs, blocks):
     model = create_model(name, **kwargs)
     cost = separable_cost(model)

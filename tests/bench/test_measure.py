@@ -58,8 +58,8 @@ def test_backend_names():
 
 def test_cli_bench_run_dir_and_json(fake_run, tmp_path, capsys):
     out = tmp_path / "b.json"
-    argv = ["bench", str(fake_run), "--backends", "eager", "--threads", "1", "--iters", "10",
-            "--warmup", "1", "--batch", "4", "--device", "cpu", "--json", str(out)]  # fmt: skip
+    options = "--backends eager --threads 1 --iters 10 --warmup 1 --batch 4 --device cpu"
+    argv = ["bench", str(fake_run), *options.split(), "--json", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "lenet5" in text and "img/s@4" in text
@@ -67,13 +67,30 @@ def test_cli_bench_run_dir_and_json(fake_run, tmp_path, capsys):
     assert (fake_run / "bench.json").is_file()
 
 
+def test_cli_bench_takes_a_zoo_name_and_leaves_its_card_alone(fake_run, monkeypatch, capsys):
+    from cnnbench import zoo
+    from cnnbench.rundir import sha256_of
+
+    card = {"name": "tiny-zoo", "sha256": sha256_of(fake_run / "best.pt")}
+    (fake_run / "zoo.json").write_text(json.dumps(card))
+    monkeypatch.setattr(zoo, "find", lambda name: fake_run if name == "tiny-zoo" else None)
+    options = "--backends eager --threads 1 --iters 5 --warmup 1 --batch 0 --device cpu"
+    argv = ["bench", "tiny-zoo", *options.split()]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "lenet5 - trained" in out and "not written" in out
+    assert not (fake_run / "bench.json").exists()
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
-    [(["bench", "no_such_model"], "neither a run directory nor a model"),
-     (["bench"], "name a model or a run directory"),
-     (["bench", "lenet5", "--backends", "tensorrt"], "unknown backend"),
-     (["bench", "--cost", "--model", "lenet5"], "no depthwise-separable")],
-)  # fmt: skip
+    [
+        (["bench", "no_such_model"], "neither a run directory nor a model"),
+        (["bench"], "name a model or a run directory"),
+        (["bench", "lenet5", "--backends", "tensorrt"], "unknown backend"),
+        (["bench", "--cost", "--model", "lenet5"], "no depthwise-separable"),
+    ],
+)
 def test_cli_bench_user_errors(argv, fragment, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -7,7 +7,8 @@ import os
 import torch
 
 from cnnbench.bench._worker import run_worker
-from cnnbench.bench.export import export_onnx
+from cnnbench.bench.latency import measure_matmul_peak
+from cnnbench.export import export_onnx
 from cnnbench.models import create_model
 
 
@@ -18,8 +19,16 @@ def _weights(tmp_path, name="lenet5"):
     return model, path
 
 
-JOB = {"input_size": [3, 32, 32], "warmup": 2, "iters": 25, "max_seconds": 60.0,
-       "throughput_batch": 8, "throughput_iters": 3, "threads": 1, "device": "cpu"}  # fmt: skip
+JOB = {
+    "input_size": [3, 32, 32],
+    "warmup": 2,
+    "iters": 25,
+    "max_seconds": 60.0,
+    "throughput_batch": 8,
+    "throughput_iters": 3,
+    "threads": 1,
+    "device": "cpu",
+}
 
 
 def test_eager_worker_reports_ordered_latency_and_runs_elsewhere(tmp_path):
@@ -58,3 +67,9 @@ def test_a_failing_job_comes_back_as_an_error(tmp_path):
     assert "FileNotFoundError" in r["error"]
     r = run_worker({**JOB, "backend": "onnxruntime", "onnx_path": str(tmp_path / "nope.onnx")})
     assert "error" in r
+
+
+def test_matmul_peak_runs_in_its_own_process():
+    r = measure_matmul_peak(1, n=64, iters=3, max_seconds=5.0)
+    assert r["kind"] == "peak" and r["n"] == 64 and r["threads"] == 1
+    assert r["best_gmacs"] >= r["median_gmacs"] > 0

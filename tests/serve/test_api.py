@@ -26,7 +26,12 @@ def png_header(width: int, height: int) -> bytes:
         )
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def assert_error(r, status: int, error: str | None = None) -> dict:
@@ -123,11 +128,15 @@ def test_backends_agree_and_match_the_checkpoint(
 
 def test_trained_model_beats_chance(client, cifar10, encode):
     """Served predictions on real test images are the trained model's (not noise)."""
-    files = [("files", (f"{i}.png", encode(Image.fromarray(a), "PNG")))
-             for i, a in enumerate(cifar10.x_test[:32].permute(0, 2, 3, 1).numpy())]  # fmt: skip
+    files = [
+        ("files", (f"{i}.png", encode(Image.fromarray(a), "PNG")))
+        for i, a in enumerate(cifar10.x_test[:32].permute(0, 2, 3, 1).numpy())
+    ]
     body = client.post("/predict/batch", files=files, params={"top_k": 1}).json()
-    hits = [r["predictions"][0]["index"] == int(y)
-            for r, y in zip(body["results"], cifar10.y_test[:32], strict=True)]  # fmt: skip
+    hits = [
+        r["predictions"][0]["index"] == int(y)
+        for r, y in zip(body["results"], cifar10.y_test[:32], strict=True)
+    ]
     assert sum(hits) > 32 * 0.1  # 10 % is chance; three epochs on 1,000 images get ~45 %
 
 
@@ -248,12 +257,22 @@ def test_lying_content_length_is_enforced_while_reading(onnx_model):
             sent.append(message)
 
         scope = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-            "scheme": "http", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
-            "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
-                        (b"content-length", b"100")],
-        }  # fmt: skip
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict",
+            "raw_path": b"/predict",
+            "query_string": b"",
+            "root_path": "",
+            "client": ("127.0.0.1", 1),
+            "server": ("127.0.0.1", 80),
+            "headers": [
+                (b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                (b"content-length", b"100"),
+            ],
+        }
         await app(scope, receive, send)
 
     asyncio.run(run())
@@ -324,7 +343,10 @@ def test_metrics_exposition(onnx_model, photo, encode):
     assert "cnnbench_predict_latency_seconds_count 3" in text
     assert "cnnbench_images_total 3" in text
     assert 'cnnbench_model_info{name="tiny",model="lenet5",backend="onnxruntime"' in text
-    buckets = [int(m) for m in re.findall(r'cnnbench_inference_duration_seconds_bucket\{le="[^"]+"\} (\d+)', text)]  # fmt: skip
+    buckets = [
+        int(m)
+        for m in re.findall(r'cnnbench_inference_duration_seconds_bucket\{le="[^"]+"\} (\d+)', text)
+    ]
     assert buckets == sorted(buckets) and buckets[-1] == 3
 
 

@@ -20,8 +20,14 @@ from PIL import Image, ImageStat
 pytestmark = pytest.mark.browser
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _free_port() -> int:
@@ -46,12 +52,12 @@ def server(run_dir, onnx_model, tmp_path_factory):
     """`python -m cnnbench serve` on a free loopback port (reusing the ONNX export)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
+    cmd = [sys.executable, "-m", "cnnbench", "serve", str(run_dir), "--port", str(port)]
+    cmd += ["--workers-threads", "1", "--log-level", "warning"]
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cnnbench", "serve", str(run_dir), "--port", str(port),
-             "--workers-threads", "1", "--log-level", "warning"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
+            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -91,8 +97,10 @@ def test_page_classifies_an_upload(browser, server, cifar_images, tmp_path):
     labels = [rows.nth(i).locator(".label").inner_text() for i in range(5)]
     model = httpx.get(server + "/model").json()
     assert set(labels) <= set(model["labels"]) and len(set(labels)) == 5
-    widths = [rows.nth(i).locator(".bar > span").evaluate("e => e.getBoundingClientRect().width")
-              for i in range(5)]  # fmt: skip
+    widths = [
+        rows.nth(i).locator(".bar > span").evaluate("e => e.getBoundingClientRect().width")
+        for i in range(5)
+    ]
     assert widths == sorted(widths, reverse=True) and widths[0] > 0
     assert "inference" in page.inner_text("#latency") and " ms" in page.inner_text("#latency")
     shot = tmp_path / "serve.png"

@@ -11,9 +11,11 @@ from hypothesis import strategies as st
 
 ALLOWED = {200, 413, 415, 422}
 FUZZ = settings(
-    max_examples=60, deadline=None, derandomize=True,
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)  # fmt: skip
+)
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -22,8 +24,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def crafted_png(width: int, height: int, depth: int, color: int, idat: bytes) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(idat))
-            + _chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(idat))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +56,11 @@ def test_random_bytes(client, data):
 
 
 @FUZZ
-@given(index=st.integers(0, 3), cut=st.floats(0.0, 1.0), flips=st.lists(
-    st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=8))  # fmt: skip
+@given(
+    index=st.integers(0, 3),
+    cut=st.floats(0.0, 1.0),
+    flips=st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 255)), max_size=8),
+)
 def test_truncated_and_mutated_images(client, samples, index, cut, flips):
     data = bytearray(samples[index])
     for where, value in flips:

@@ -5,7 +5,8 @@ resident-memory high-water mark are per process, so two backends timed in one pr
 disturb each other, and a peak-memory number would include whatever ran before. The parent
 (``run_worker``) writes a job as JSON on stdin; the worker prints one line
 ``CNNBENCH_RESULT {...}`` on stdout. The ONNX Runtime backends never import torch, so their
-memory numbers do not include it.
+memory numbers do not include it. Callers outside ``cnnbench.bench`` use its public entry
+points, ``measure`` and ``measure_matmul_peak``, not this module.
 
 Job keys: ``kind`` ("latency", default, or "peak"), ``backend`` ("eager", "torchscript",
 "onnxruntime", "onnxruntime-int8"), ``device`` ("cpu" or "cuda"), ``weights`` (a .pt file with
@@ -74,25 +75,7 @@ def _torch_runner(job: dict[str, Any]) -> tuple[Callable[[Any], Any], Any, dict[
         return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
     info: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
-    backend = job["backend"]
-    if backend == "eager":
-        buf = io.BytesIO()
-        torch.save(model.state_dict(), buf)
-        info["size_bytes"] = buf.tell()
-        fn = model
-    elif backend == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(model, make_input(1))
-            frozen = torch.jit.freeze(traced.eval())
-            buf = io.BytesIO()
-            torch.jit.save(frozen, buf)
-            info["size_bytes"] = buf.tell()
-            # Folds conv+BN and, on CPU, pre-packs weights for oneDNN; not serialisable as such,
-            # so the size above is the frozen module's.
-            fn = torch.jit.optimize_for_inference(traced.eval())
-        info["torchscript"] = "trace + freeze + optimize_for_inference"
-    else:
-        raise ValueError(f"unknown torch backend {backend!r}")
+    fn = _torch_backend(model, job["backend"], make_input, info)
 
     def call(x: Any) -> Any:
         with torch.inference_mode():
@@ -109,19 +92,42 @@ def _torch_runner(job: dict[str, Any]) -> tuple[Callable[[Any], Any], Any, dict[
     return call, make_input, info
 
 
+def _torch_backend(
+    model: Any, backend: str, make_input: Callable[[int], Any], info: dict[str, Any]
+) -> Any:
+    """What is timed for ``backend``: the eager module, or its traced, frozen and optimised
+    TorchScript; ``info`` gets the serialised size (and how TorchScript was made)."""
+    import torch
+
+    if backend == "eager":
+        buf = io.BytesIO()
+        torch.save(model.state_dict(), buf)
+        info["size_bytes"] = buf.tell()
+        return model
+    if backend != "torchscript":
+        raise ValueError(f"unknown torch backend {backend!r}")
+    with torch.no_grad():
+        traced = torch.jit.trace(model, make_input(1))
+        frozen = torch.jit.freeze(traced.eval())
+        buf = io.BytesIO()
+        torch.jit.save(frozen, buf)
+        info["size_bytes"] = buf.tell()
+        # Folds conv+BN and, on CPU, pre-packs weights for oneDNN; not serialisable as such,
+        # so the size above is the frozen module's.
+        fn = torch.jit.optimize_for_inference(traced.eval())
+    info["torchscript"] = "trace + freeze + optimize_for_inference"
+    return fn
+
+
 def _ort_runner(job: dict[str, Any]) -> tuple[Callable[[Any], Any], Any, dict[str, Any]]:
     """(call(x), make_input(batch), info) for ONNX Runtime on the CPU; no torch import."""
     import numpy as np
-    import onnxruntime as ort
+
+    from cnnbench.inference.runtime import ort_session
 
     threads = int(job["threads"])
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
     path = job["onnx_path"]
-    sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads)  # all graph optimisations, sequential, fixed threads
     name = sess.get_inputs()[0].name
     rng = np.random.default_rng(0)
 
@@ -131,8 +137,12 @@ def _ort_runner(job: dict[str, Any]) -> tuple[Callable[[Any], Any], Any, dict[st
     def call(x: Any) -> Any:
         return sess.run(None, {name: x})
 
-    info = {"size_bytes": os.path.getsize(path), "ort_threads": threads,
-            "graph_optimization": "ORT_ENABLE_ALL", "execution_mode": "sequential"}  # fmt: skip
+    info = {
+        "size_bytes": os.path.getsize(path),
+        "ort_threads": threads,
+        "graph_optimization": "ORT_ENABLE_ALL",
+        "execution_mode": "sequential",
+    }
     return call, make_input, info
 
 
@@ -145,14 +155,25 @@ def _matmul_peak(job: dict[str, Any]) -> dict[str, Any]:
     n = int(job.get("n", 1024))
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
-    times = time_calls(lambda: torch.mm(a, b, out=out), warmup=3, iters=int(job.get("iters", 30)),
-                       max_seconds=float(job.get("max_seconds", 5.0)))  # fmt: skip
+    times = time_calls(
+        lambda: torch.mm(a, b, out=out),
+        warmup=3,
+        iters=int(job.get("iters", 30)),
+        max_seconds=float(job.get("max_seconds", 5.0)),
+    )
     flops = 2 * n**3
     best = min(times)
     med = sorted(times)[len(times) // 2]
-    return {"kind": "peak", "threads": threads, "n": n, "iters": len(times),
-            "best_gflops": flops / best / 1e9, "median_gflops": flops / med / 1e9,
-            "best_gmacs": flops / 2 / best / 1e9, "median_gmacs": flops / 2 / med / 1e9}  # fmt: skip
+    return {
+        "kind": "peak",
+        "threads": threads,
+        "n": n,
+        "iters": len(times),
+        "best_gflops": flops / best / 1e9,
+        "median_gflops": flops / med / 1e9,
+        "best_gmacs": flops / 2 / best / 1e9,
+        "median_gmacs": flops / 2 / med / 1e9,
+    }
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -164,16 +185,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     model_file = job["onnx_path"] if ort_backend else job["weights"]
     if not os.path.isfile(model_file):  # before the (slow) imports
         raise FileNotFoundError(f"no model file {model_file}")
-    # The baseline: interpreter + the backend's libraries, before any model exists.
-    if ort_backend:
-        import numpy  # noqa: F401
-        import onnxruntime  # noqa: F401
-    else:
-        import torch
-
-        import cnnbench.models  # noqa: F401
-    release_free_memory()
-    baseline = current_rss()
+    baseline = _library_baseline(ort_backend)
     t0 = time.perf_counter()
     call, make_input, info = _ort_runner(job) if ort_backend else _torch_runner(job)
     load_s = time.perf_counter() - t0
@@ -181,29 +193,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     device = job.get("device", "cpu")
 
     x1 = make_input(1)
-    if device == "cuda":
-        import torch
-
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
-        call(x1)
-        torch.cuda.synchronize()
-        memory = {"method": "torch.cuda.max_memory_allocated",
-                  "peak_delta_bytes": torch.cuda.max_memory_allocated() - before}  # fmt: skip
-    else:
-        # The first inference in a fresh process: what a freshly started server pays.
-        with rss_probe() as probe:
-            call(x1)
-        memory = {"method": probe.method, "peak_delta_bytes": probe.delta,
-                  "rss_baseline_bytes": baseline, "rss_before_bytes": probe.before,
-                  "rss_peak_bytes": probe.peak}  # fmt: skip
-        if baseline is not None and probe.method == "vmhwm-reset":
-            # Model + first inference above the libraries: what serving this model adds.
-            memory["footprint_bytes"] = max(0, probe.peak - baseline)
-
-    times = time_calls(lambda: call(x1), warmup=int(job["warmup"]), iters=int(job["iters"]),
-                       max_seconds=float(job["max_seconds"]), sync=sync)  # fmt: skip
+    memory = _first_inference_memory(call, x1, device, baseline)
+    times = time_calls(
+        lambda: call(x1),
+        warmup=int(job["warmup"]),
+        iters=int(job["iters"]),
+        max_seconds=float(job["max_seconds"]),
+        sync=sync,
+    )
     result: dict[str, Any] = {
         "kind": "latency",
         "backend": backend,
@@ -215,21 +212,82 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "memory": memory,
         "load_s": load_s,
     }
-    tb = job.get("throughput_batch")
-    if tb:
-        xb = make_input(int(tb))
-        bt = time_calls(lambda: call(xb), warmup=1, iters=int(job.get("throughput_iters", 20)),
-                        max_seconds=float(job.get("throughput_seconds", 5.0)), min_iters=2,
-                        sync=sync)  # fmt: skip
-        st = latency_stats(bt)
-        result["throughput"] = {"batch": int(tb), "images_per_s": int(tb) / (st["p50_ms"] / 1e3),
-                                "batch_p50_ms": st["p50_ms"], "iters": st["iters"]}  # fmt: skip
+    if job.get("throughput_batch"):
+        result["throughput"] = _throughput(call, make_input, job, sync)
     result.update(info)
     result["torch_imported"] = "torch" in sys.modules
     result["pid"] = os.getpid()
     libs = ("onnxruntime", "numpy") if ort_backend else ("torch",)
     result["versions"] = {lib: _version(lib) for lib in libs}
     return result
+
+
+def _library_baseline(ort_backend: bool) -> int | None:
+    """Resident memory of the interpreter + the backend's libraries, before any model exists."""
+    if ort_backend:
+        import numpy  # noqa: F401
+        import onnxruntime  # noqa: F401
+
+        import cnnbench.inference.runtime
+    else:
+        import torch  # noqa: F401
+
+        import cnnbench.models  # noqa: F401
+    release_free_memory()
+    return current_rss()
+
+
+def _first_inference_memory(
+    call: Callable[[Any], Any], x1: Any, device: str, baseline: int | None
+) -> dict[str, Any]:
+    """Peak memory added by the first one-image inference in this fresh process: what a
+    freshly started server pays (GPU: ``max_memory_allocated``)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call(x1)
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+        return {"method": "torch.cuda.max_memory_allocated", "peak_delta_bytes": peak}
+    with rss_probe() as probe:
+        call(x1)
+    memory = {
+        "method": probe.method,
+        "peak_delta_bytes": probe.delta,
+        "rss_baseline_bytes": baseline,
+        "rss_before_bytes": probe.before,
+        "rss_peak_bytes": probe.peak,
+    }
+    if baseline is not None and probe.method == "vmhwm-reset":
+        # Model + first inference above the libraries: what serving this model adds.
+        memory["footprint_bytes"] = max(0, probe.peak - baseline)
+    return memory
+
+
+def _throughput(
+    call: Callable[[Any], Any], make_input: Any, job: dict[str, Any], sync: Any
+) -> dict[str, Any]:
+    """Images/s from the median time of one ``throughput_batch`` call."""
+    tb = int(job["throughput_batch"])
+    xb = make_input(tb)
+    bt = time_calls(
+        lambda: call(xb),
+        warmup=1,
+        iters=int(job.get("throughput_iters", 20)),
+        max_seconds=float(job.get("throughput_seconds", 5.0)),
+        min_iters=2,
+        sync=sync,
+    )
+    st = latency_stats(bt)
+    return {
+        "batch": tb,
+        "images_per_s": tb / (st["p50_ms"] / 1e3),
+        "batch_p50_ms": st["p50_ms"],
+        "iters": st["iters"],
+    }
 
 
 def run_worker(job: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
@@ -240,15 +298,23 @@ def run_worker(job: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
     this process is never affected.
     """
     threads = str(int(job.get("threads", 1)))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-           "PYTHONWARNINGS": "ignore"}  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": threads,
+        "MKL_NUM_THREADS": threads,
+        "PYTHONWARNINGS": "ignore",
+    }
     src = str(Path(__file__).resolve().parents[2])  # the folder holding the cnnbench package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "cnnbench.bench._worker"],
-            input=json.dumps(job), capture_output=True, text=True, env=env, timeout=timeout,
-        )  # fmt: skip
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"worker timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):

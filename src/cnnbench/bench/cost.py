@@ -16,6 +16,7 @@ counted by ``torch.utils.flop_counter.FlopCounterMode`` (the standard conv is bu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -65,8 +66,13 @@ class BlockCost:
         ) + Fraction(1, self.kernel**2)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "separable_macs": self.separable_macs, "ratio": self.ratio,
-                "formula": self.formula, "exact": self.exact}  # fmt: skip
+        return {
+            **asdict(self),
+            "separable_macs": self.separable_macs,
+            "ratio": self.ratio,
+            "formula": self.formula,
+            "exact": self.exact,
+        }
 
 
 def _is_depthwise(m: nn.Module) -> bool:
@@ -90,22 +96,49 @@ def separable_cost(
     A block is a module with a ``conv`` sequence holding one depthwise conv followed by a 1x1
     conv (``InvertedResidual``); blocks are found by structure, so any width works.
     """
-    from torch.utils.flop_counter import FlopCounterMode
-
     from cnnbench.models import create_model
 
     if isinstance(model, str):
         model = create_model(model)
+    root = type(model).__name__
+    counts, total, out_hw = _count(model, input_size)
+
+    def macs(path: str) -> int:
+        return sum(counts.get(f"{root}.{path}", {}).values()) // 2
+
+    blocks: list[BlockCost] = []
+    for name, block in model.named_modules():
+        cost = _block_cost(name, block, len(blocks), macs, out_hw)
+        if cost is not None:
+            blocks.append(cost)
+    return {
+        "model": getattr(model, "cnnbench_spec", {}).get("name", root),
+        "input_size": list(input_size),
+        "blocks": [b.as_dict() for b in blocks],
+        "totals": _totals(blocks, total),
+    }
+
+
+def _count(
+    model: nn.Module, input_size: tuple[int, int, int]
+) -> tuple[dict[str, dict[Any, int]], int, dict[str, tuple[int, int]]]:
+    """(FLOPs per module path, total MACs, output size of every depthwise conv) of one
+    eval-mode forward pass of a zero image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
-    root = type(model).__name__
     out_hw: dict[str, tuple[int, int]] = {}
-    hooks = []
-    for name, m in model.named_modules():
-        if _is_depthwise(m):
-            hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: out_hw.__setitem__(name, tuple(out.shape[-2:]))
-            ))  # fmt: skip
+
+    def record(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> None:
+            out_hw[name] = tuple(out.shape[-2:])
+
+        return hook
+
+    hooks = [
+        m.register_forward_hook(record(n)) for n, m in model.named_modules() if _is_depthwise(m)
+    ]
     try:
         x = torch.zeros(1, *input_size, device=next(model.parameters()).device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
@@ -114,58 +147,79 @@ def separable_cost(
         for h in hooks:
             h.remove()
         model.train(was_training)
-    per_module = counter.get_flop_counts()
+    return counter.get_flop_counts(), counter.get_total_flops() // 2, out_hw
 
-    def macs(path: str) -> int:
-        return sum(per_module.get(f"{root}.{path}", {}).values()) // 2
 
-    blocks: list[BlockCost] = []
-    for name, block in model.named_modules():
-        convs = _convs(block)
-        dw_at = [i for i, (_, c) in enumerate(convs) if _is_depthwise(c)]
-        # A block: exactly one depthwise conv, directly followed by a 1x1 projection.
-        if not hasattr(block, "conv") or len(dw_at) != 1 or dw_at[0] + 1 >= len(convs):
-            continue
-        i = dw_at[0]
-        (dw_name, dw), (pw_name, pw) = convs[i], convs[i + 1]
-        if pw.kernel_size != (1, 1):
-            continue
-        full_dw, full_pw = f"{name}.{dw_name}", f"{name}.{pw_name}"
-        h, w = out_hw[full_dw]
-        # The standard conv to compare with, counted the same way on shapes only.
-        std = nn.Conv2d(dw.in_channels, pw.out_channels, dw.kernel_size, dw.stride, dw.padding,
-                        bias=False, device="meta")  # fmt: skip
-        in_hw = [s * dw.stride[0] for s in (h, w)]  # any input giving the same output size
-        with FlopCounterMode(display=False) as c_std:
-            out = std(torch.empty(1, dw.in_channels, *in_hw, device="meta"))
-        assert tuple(out.shape[-2:]) == (h, w), "standard conv output size differs"
-        expand = sum(macs(f"{name}.{n}") for n, _ in convs[:i])
-        blocks.append(BlockCost(
-            index=len(blocks), name=name, in_channels=convs[0][1].in_channels,
-            expanded=dw.in_channels, out_channels=pw.out_channels, kernel=dw.kernel_size[0],
-            stride=dw.stride[0], out_hw=(h, w), expand_macs=expand,
-            depthwise_macs=macs(full_dw), pointwise_macs=macs(full_pw),
-            standard_macs=c_std.get_total_flops() // 2,
-        ))  # fmt: skip
-    total = counter.get_total_flops() // 2
+def _block_cost(
+    name: str,
+    block: nn.Module,
+    index: int,
+    macs: Callable[[str], int],
+    out_hw: dict[str, tuple[int, int]],
+) -> BlockCost | None:
+    """The cost of ``block`` if it is one: exactly one depthwise conv, directly followed by a
+    1x1 projection; None otherwise."""
+    convs = _convs(block)
+    dw_at = [i for i, (_, c) in enumerate(convs) if _is_depthwise(c)]
+    if not hasattr(block, "conv") or len(dw_at) != 1 or dw_at[0] + 1 >= len(convs):
+        return None
+    i = dw_at[0]
+    (dw_name, dw), (pw_name, pw) = convs[i], convs[i + 1]
+    if pw.kernel_size != (1, 1):
+        return None
+    full_dw, full_pw = f"{name}.{dw_name}", f"{name}.{pw_name}"
+    h, w = out_hw[full_dw]
+    return BlockCost(
+        index=index,
+        name=name,
+        in_channels=convs[0][1].in_channels,
+        expanded=dw.in_channels,
+        out_channels=pw.out_channels,
+        kernel=dw.kernel_size[0],
+        stride=dw.stride[0],
+        out_hw=(h, w),
+        expand_macs=sum(macs(f"{name}.{n}") for n, _ in convs[:i]),
+        depthwise_macs=macs(full_dw),
+        pointwise_macs=macs(full_pw),
+        standard_macs=_standard_conv_macs(dw, pw, (h, w)),
+    )
+
+
+def _standard_conv_macs(dw: nn.Conv2d, pw: nn.Conv2d, out_hw: tuple[int, int]) -> int:
+    """Counted MACs of the standard conv M -> N with the depthwise conv's kernel, stride and
+    padding, at the same output size; built on the ``meta`` device (shapes only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    std = nn.Conv2d(
+        dw.in_channels,
+        pw.out_channels,
+        dw.kernel_size,
+        dw.stride,
+        dw.padding,
+        bias=False,
+        device="meta",
+    )
+    in_hw = [s * dw.stride[0] for s in out_hw]  # any input giving the same output size
+    with FlopCounterMode(display=False) as counter:
+        out = std(torch.empty(1, dw.in_channels, *in_hw, device="meta"))
+    assert tuple(out.shape[-2:]) == tuple(out_hw), "standard conv output size differs"
+    return counter.get_total_flops() // 2
+
+
+def _totals(blocks: list[BlockCost], model_macs: int) -> dict[str, Any]:
     sep = sum(b.separable_macs for b in blocks)
     std_total = sum(b.standard_macs for b in blocks)
     return {
-        "model": getattr(model, "cnnbench_spec", {}).get("name", root),
-        "input_size": list(input_size),
-        "blocks": [b.as_dict() for b in blocks],
-        "totals": {
-            "model_macs": total,
-            "depthwise_macs": sum(b.depthwise_macs for b in blocks),
-            "pointwise_macs": sum(b.pointwise_macs for b in blocks),
-            "expand_macs": sum(b.expand_macs for b in blocks),
-            "separable_macs": sep,
-            "standard_macs": std_total,
-            "ratio": sep / std_total if std_total else float("nan"),
-            # The whole model if every depthwise + projection pair were a standard conv.
-            "model_macs_if_standard": total - sep + std_total,
-            "all_exact": all(b.exact for b in blocks),
-        },
+        "model_macs": model_macs,
+        "depthwise_macs": sum(b.depthwise_macs for b in blocks),
+        "pointwise_macs": sum(b.pointwise_macs for b in blocks),
+        "expand_macs": sum(b.expand_macs for b in blocks),
+        "separable_macs": sep,
+        "standard_macs": std_total,
+        "ratio": sep / std_total if std_total else float("nan"),
+        # The whole model if every depthwise + projection pair were a standard conv.
+        "model_macs_if_standard": model_macs - sep + std_total,
+        "all_exact": all(b.exact for b in blocks),
     }
 
 

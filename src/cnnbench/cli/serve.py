@@ -13,6 +13,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cnnbench.cli import UserError
+    from cnnbench.cli.bench import run_arg
+    from cnnbench.rundir import RunDirError
     from cnnbench.serve import ModelLoadError, create_app
 
     for name in ("max_upload_mb", "workers_threads", "micro_batch", "batch_wait_ms"):
@@ -21,25 +23,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
     if not 0 < args.port < 65536:
         raise UserError(f"--port must be in 1..65535 (got {args.port})")
-    if not args.run.is_dir():
-        raise UserError(f"{args.run} is not a run directory (expected runs/<name>)")
+    run = run_arg(args.run)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if not _is_loopback(args.host):
-        print(f"cnnbench serve: warning: listening on {args.host}, reachable from other "
-              "machines; the service has no authentication", file=sys.stderr)  # fmt: skip
+        print(
+            f"cnnbench serve: warning: listening on {args.host}, reachable from other "
+            "machines; the service has no authentication",
+            file=sys.stderr,
+        )
     try:
         app = create_app(
-            args.run, backend=args.backend, max_upload_mb=args.max_upload_mb,
-            workers=args.workers_threads, micro_batch=args.micro_batch,
+            run,
+            backend=args.backend,
+            max_upload_mb=args.max_upload_mb,
+            workers=args.workers_threads,
+            micro_batch=args.micro_batch,
             batch_wait_ms=args.batch_wait_ms,
-        )  # fmt: skip
-    except ModelLoadError as e:
+        )
+    except (ModelLoadError, RunDirError) as e:
         raise UserError(str(e)) from e
     model = app.state.model
-    print(f"serving {model.name} ({model.model}, {model.backend}) on "
-          f"http://{args.host}:{args.port}/", file=sys.stderr)  # fmt: skip
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                access_log=args.access_log)  # fmt: skip
+    print(
+        f"serving {model.name} ({model.model}, {model.backend}) on http://{args.host}:{args.port}/",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+    )
     return 0
 
 
@@ -55,28 +65,65 @@ def _is_loopback(host: str) -> bool:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the serve sub-command."""
     p = sub.add_parser(
-        "serve", help="real-time inference service with a web page (FastAPI + uvicorn)",
+        "serve",
+        help="real-time inference service with a web page (FastAPI + uvicorn)",
         description="Serve a trained run over HTTP: POST /predict (multipart field 'file'), "
         "POST /predict/batch (fields 'files'), GET /health, /model, /metrics (Prometheus), "
         "and a web page at /. The model is loaded once; with the onnxruntime backend "
         "RUN/export/model.onnx is reused, or exported first if absent.",
-    )  # fmt: skip
-    p.add_argument("run", type=Path, help="run directory (runs/<name>)")
-    p.add_argument("--backend", choices=("onnxruntime", "torch"), default="onnxruntime",
-                   help="inference runtime (default: onnxruntime)")  # fmt: skip
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on (default: 127.0.0.1, this machine only)")  # fmt: skip
+    )
+    p.add_argument("run", type=Path, help="run directory (runs/<name>) or a zoo model name")
+    p.add_argument(
+        "--backend",
+        choices=("onnxruntime", "torch"),
+        default="onnxruntime",
+        help="inference runtime (default: onnxruntime)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1, this machine only)",
+    )
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
-    p.add_argument("--max-upload-mb", type=float, default=10.0,
-                   help="largest request body accepted, in MB; larger: 413 (default: 10)")  # fmt: skip
-    p.add_argument("--workers-threads", type=int, default=None, metavar="N",
-                   help="threads that decode and predict (default: number of cores)")  # fmt: skip
-    p.add_argument("--micro-batch", type=int, default=1, metavar="B",
-                   help="group up to B concurrent requests into one model call (default: 1, off)")  # fmt: skip
-    p.add_argument("--batch-wait-ms", type=float, default=2.0, metavar="T",
-                   help="with --micro-batch, wait at most T ms for a batch to fill (default: 2)")  # fmt: skip
-    p.add_argument("--log-level", default="info",
-                   choices=("critical", "error", "warning", "info", "debug"))  # fmt: skip
-    p.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=False,
-                   help="log every request (default: off)")  # fmt: skip
+    _add_capacity_options(p)
+    p.add_argument(
+        "--log-level", default="info", choices=("critical", "error", "warning", "info", "debug")
+    )
+    p.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="log every request (default: off)",
+    )
     p.set_defaults(func=_cmd_serve)
+
+
+def _add_capacity_options(p: argparse.ArgumentParser) -> None:
+    """How much the service takes at once: upload size, threads, micro-batching."""
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=10.0,
+        help="largest request body accepted, in MB; larger: 413 (default: 10)",
+    )
+    p.add_argument(
+        "--workers-threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads that decode and predict (default: number of cores)",
+    )
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=1,
+        metavar="B",
+        help="group up to B concurrent requests into one model call (default: 1, off)",
+    )
+    p.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=2.0,
+        metavar="T",
+        help="with --micro-batch, wait at most T ms for a batch to fill (default: 2)",
+    )

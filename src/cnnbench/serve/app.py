@@ -39,9 +39,10 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -53,28 +54,38 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from cnnbench.inference import ImageError
+from cnnbench.rundir import RunDir
 from cnnbench.serve.batching import MicroBatcher
-from cnnbench.serve.engine import DEFAULT_MAX_PIXELS, ImageError, ServedModel, load_served_model
+from cnnbench.serve.engine import DEFAULT_MAX_PIXELS, ServedModel, load_served_model
 from cnnbench.serve.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("cnnbench.serve")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]  # fmt: skip
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
 
 KNOWN_PATHS = frozenset(
     {"/", "/health", "/model", "/metrics", "/predict", "/predict/batch", "/openapi.json"}
 )
 TopK = Annotated[int, Query(ge=1, le=1000, description="how many labels to return")]
 DEFAULT_MAX_FILES = 32  # images per /predict/batch request
-_REASONS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
-            413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
-            500: "internal_error"}  # fmt: skip
+_REASONS = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+}
 
 
 def create_app(
-    run_dir: str | Path | None = None,
+    run_dir: RunDir | str | Path | None = None,
     *,
     model: ServedModel | None = None,
     backend: str = "onnxruntime",
@@ -99,56 +110,137 @@ def create_app(
         model = load_served_model(
             run_dir, backend=backend, threads=max(1, cores // workers), max_pixels=max_pixels
         )
-    metrics = Metrics(info={"name": model.name, "model": model.model, "backend": model.backend,
-                            "dataset": model.dataset})  # fmt: skip
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnbench-serve")
-    batcher = None
-    if micro_batch > 1:
-        batcher = MicroBatcher(model.predict, pool, max_batch=micro_batch,
-                               max_wait_s=batch_wait_ms / 1000, concurrency=workers,
-                               on_batch=metrics.inference)  # fmt: skip
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        log.info("serving %s (%s, %s) with %d worker threads", model.name, model.model,
-                 model.backend, workers)  # fmt: skip
-        yield
-        if batcher is not None:
-            await batcher.stop()
-        pool.shutdown(wait=False, cancel_futures=True)
-
+    service = _Service.start(model, workers, micro_batch, batch_wait_ms)
     app = FastAPI(
         title="cnnbench inference service",
         description=f"Serves {model.name} ({model.model}, {model.dataset}) with {model.backend}.",
-        lifespan=lifespan,
+        lifespan=service.lifespan,
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /openapi.json stays
         redoc_url=None,
     )
-    app.state.model, app.state.metrics, app.state.pool = model, metrics, pool
-    page = resources.files("cnnbench.serve").joinpath("static/index.html").read_text("utf-8")
+    app.state.model, app.state.metrics, app.state.pool = model, service.metrics, service.pool
+    limits = {
+        "max_upload_mb": max_upload_mb,
+        "max_files": max_files,
+        "max_pixels": max_pixels,
+        "workers": workers,
+        "micro_batch": micro_batch,
+    }
+    _add_info_routes(app, service, limits)
+    _add_predict_routes(app, service, max_files)
+    _add_error_handlers(app)
+    app.add_middleware(_Guard, metrics=service.metrics, max_upload_mb=max_upload_mb)
+    return app
 
-    async def in_pool(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    def predict_now(x: np.ndarray) -> tuple[np.ndarray, float]:
+@dataclass
+class _Service:
+    """What the routes share: the model, its metrics, the worker threads, the micro-batcher."""
+
+    model: ServedModel
+    metrics: Metrics
+    pool: ThreadPoolExecutor
+    workers: int
+    batcher: MicroBatcher | None = None
+
+    @classmethod
+    def start(
+        cls, model: ServedModel, workers: int, micro_batch: int, batch_wait_ms: float
+    ) -> _Service:
+        metrics = Metrics(
+            info={
+                "name": model.name,
+                "model": model.model,
+                "backend": model.backend,
+                "dataset": model.dataset,
+            }
+        )
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cnnbench-serve")
+        service = cls(model, metrics, pool, workers)
+        if micro_batch > 1:
+            service.batcher = MicroBatcher(
+                model.predict,
+                pool,
+                max_batch=micro_batch,
+                max_wait_s=batch_wait_ms / 1000,
+                concurrency=workers,
+                on_batch=metrics.inference,
+            )
+        return service
+
+    @asynccontextmanager
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        m = self.model
+        log.info(
+            "serving %s (%s, %s) with %d worker threads", m.name, m.model, m.backend, self.workers
+        )
+        yield
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def in_pool(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def predict_now(self, x: np.ndarray) -> tuple[np.ndarray, float]:
+        """(probabilities, seconds) of one model call, recorded in the metrics."""
         t0 = time.perf_counter()
-        probs = model.predict(x)
+        probs = self.model.predict(x)
         seconds = time.perf_counter() - t0
-        metrics.inference(len(x), seconds)
+        self.metrics.inference(len(x), seconds)
         return probs, seconds
 
-    def decode_and_predict(data: bytes) -> tuple[np.ndarray, float, float]:
+    def decode_and_predict(self, data: bytes) -> tuple[np.ndarray, float, float]:
         t0 = time.perf_counter()
-        x = model.preprocess(data)
+        x = self.model.preprocess(data)
         preprocess_s = time.perf_counter() - t0
-        probs, seconds = predict_now(x[None])
+        probs, seconds = self.predict_now(x[None])
         return probs[0], preprocess_s, seconds
 
-    def top(probs: np.ndarray, k: int) -> list[dict[str, Any]]:
+    async def predict_one(self, data: bytes, t0: float) -> tuple[np.ndarray, float, float, int]:
+        """(probabilities, preprocess s, inference s, batch size) of one upload."""
+        if self.batcher is None:  # one trip to the pool for both steps
+            probs, preprocess_s, seconds = await self.in_pool(self.decode_and_predict, data)
+            return probs, preprocess_s, seconds, 1
+        x = await self.in_pool(self.model.preprocess, data)
+        preprocess_s = time.perf_counter() - t0
+        result = await self.batcher.submit(x)
+        return result.probs, preprocess_s, result.inference_s, result.batch_size
+
+    async def predict_many(
+        self, datas: list[bytes]
+    ) -> tuple[list[np.ndarray | ImageError], dict[int, np.ndarray], float]:
+        """(each upload decoded or its ImageError, {index: probabilities} of the decoded ones,
+        seconds of the one model call over them)."""
+
+        def decode(data: bytes) -> np.ndarray | ImageError:
+            try:
+                return self.model.preprocess(data)
+            except ImageError as e:
+                return e
+
+        decoded = await asyncio.gather(*(self.in_pool(decode, d) for d in datas))
+        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
+        probs, seconds = np.zeros((0, len(self.model.classes))), 0.0
+        if good:
+            probs, seconds = await self.in_pool(
+                self.predict_now, np.stack([decoded[i] for i in good])
+            )
+        return list(decoded), dict(zip(good, probs, strict=True)), seconds
+
+    def top(self, probs: np.ndarray, k: int) -> list[dict[str, Any]]:
         k = min(k, len(probs))
         order = np.argsort(-probs, kind="stable")[:k]
-        return [{"label": model.classes[i], "index": int(i), "probability": float(probs[i])}
-                for i in order]  # fmt: skip
+        classes = self.model.classes
+        return [
+            {"label": classes[i], "index": int(i), "probability": float(probs[i])} for i in order
+        ]
+
+
+def _add_info_routes(app: FastAPI, service: _Service, limits: dict[str, Any]) -> None:
+    """``/`` (the page), ``/health``, ``/model``, ``/metrics``."""
+    model = service.model
+    page = resources.files("cnnbench.serve").joinpath("static/index.html").read_text("utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -160,12 +252,16 @@ def create_app(
 
     @app.get("/model")
     async def model_info() -> dict[str, Any]:
-        return {**model.info(), "max_upload_mb": max_upload_mb, "max_files": max_files,
-                "max_pixels": max_pixels, "workers": workers, "micro_batch": micro_batch}  # fmt: skip
+        return {**model.info(), **limits}
 
     @app.get("/metrics")
     async def metrics_text() -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE)
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _add_predict_routes(app: FastAPI, service: _Service, max_files: int) -> None:
+    """``POST /predict`` (one image) and ``POST /predict/batch`` (several, one model call)."""
+    backend = service.model.backend
 
     @app.post("/predict")
     async def predict(
@@ -173,23 +269,15 @@ def create_app(
         top_k: TopK = 5,
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        data = await file.read()
-        if batcher is not None:
-            x = await in_pool(model.preprocess, data)
-            preprocess_s = time.perf_counter() - t0
-            result = await batcher.submit(x)
-            probs, seconds, batch = result.probs, result.inference_s, result.batch_size
-        else:  # one trip to the pool for both steps
-            probs, preprocess_s, seconds = await in_pool(decode_and_predict, data)
-            batch = 1
+        probs, preprocess_s, seconds, batch = await service.predict_one(await file.read(), t0)
         return {
             "filename": file.filename,
-            "predictions": top(probs, top_k),
+            "predictions": service.top(probs, top_k),
             "inference_ms": round(seconds * 1000, 3),
             "preprocess_ms": round(preprocess_s * 1000, 3),
             "server_ms": round((time.perf_counter() - t0) * 1000, 3),
             "batch_size": batch,
-            "backend": model.backend,
+            "backend": backend,
         }
 
     @app.post("/predict/batch")
@@ -200,36 +288,38 @@ def create_app(
         t0 = time.perf_counter()
         if len(files) > max_files:
             raise HTTPException(413, f"{len(files)} files in one request; the limit is {max_files}")
-
-        def decode(data: bytes) -> np.ndarray | ImageError:
-            try:
-                return model.preprocess(data)
-            except ImageError as e:
-                return e
-
-        datas = [await f.read() for f in files]
-        decoded = await asyncio.gather(*(in_pool(decode, d) for d in datas))
-        good = [i for i, d in enumerate(decoded) if isinstance(d, np.ndarray)]
-        probs, seconds = np.zeros((0, len(model.classes))), 0.0
-        if good:
-            probs, seconds = await in_pool(predict_now, np.stack([decoded[i] for i in good]))
-        rows = dict(zip(good, probs, strict=True))
+        decoded, rows, seconds = await service.predict_many([await f.read() for f in files])
         results = []
         for i, (f, d) in enumerate(zip(files, decoded, strict=True)):
             if isinstance(d, ImageError):
-                results.append({"filename": f.filename, "status": d.status, "error": d.error,
-                                "detail": d.detail})  # fmt: skip
+                results.append(
+                    {
+                        "filename": f.filename,
+                        "status": d.status,
+                        "error": d.error,
+                        "detail": d.detail,
+                    }
+                )
             else:
-                results.append({"filename": f.filename, "status": 200,
-                                "predictions": top(rows[i], top_k)})  # fmt: skip
+                results.append(
+                    {
+                        "filename": f.filename,
+                        "status": 200,
+                        "predictions": service.top(rows[i], top_k),
+                    }
+                )
         return {
             "results": results,
             "count": len(results),
-            "errors": len(results) - len(good),
+            "errors": len(results) - len(rows),
             "inference_ms": round(seconds * 1000, 3),
             "server_ms": round((time.perf_counter() - t0) * 1000, 3),
-            "backend": model.backend,
+            "backend": backend,
         }
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON ``{"error", "detail"}``."""
 
     @app.exception_handler(ImageError)
     async def image_error(request: Request, exc: ImageError) -> JSONResponse:
@@ -237,15 +327,16 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return _error(exc.status_code, _REASONS.get(exc.status_code, "error"), str(exc.detail),
-                      headers=getattr(exc, "headers", None))  # fmt: skip
+        return _error(
+            exc.status_code,
+            _REASONS.get(exc.status_code, "error"),
+            str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _error(422, "invalid_request", _describe(exc.errors()))
-
-    app.add_middleware(_Guard, metrics=metrics, max_upload_mb=max_upload_mb)
-    return app
 
 
 def _error(status: int, error: str, detail: str, headers: Any = None) -> JSONResponse:

@@ -157,13 +157,19 @@ class Metrics:
             )
             for code, n in sorted(self._errors.items()):
                 out.append(f"cnnbench_request_errors_total{_labels({'code': str(code)})} {n}")
-            family("cnnbench_request_duration_seconds", "histogram",
-                   "Whole request time on the server, by path.")  # fmt: skip
+            family(
+                "cnnbench_request_duration_seconds",
+                "histogram",
+                "Whole request time on the server, by path.",
+            )
             for path, hist in sorted(self._durations.items()):
                 out.extend(hist.lines("cnnbench_request_duration_seconds", {"path": path}))
             recent = list(self._recent)
-            family("cnnbench_predict_latency_seconds", "summary",
-                   f"Successful prediction requests, last {self._recent.maxlen} of them.")  # fmt: skip
+            family(
+                "cnnbench_predict_latency_seconds",
+                "summary",
+                f"Successful prediction requests, last {self._recent.maxlen} of them.",
+            )
             for q in QUANTILES:
                 value = percentile(recent, q)
                 text = "NaN" if math.isnan(value) else _num(value)
@@ -172,8 +178,11 @@ class Metrics:
                 )
             out.append(f"cnnbench_predict_latency_seconds_sum {_num(sum(recent))}")
             out.append(f"cnnbench_predict_latency_seconds_count {len(recent)}")
-            family("cnnbench_inference_duration_seconds", "histogram",
-                   "Model calls alone (one per batch of images).")  # fmt: skip
+            family(
+                "cnnbench_inference_duration_seconds",
+                "histogram",
+                "Model calls alone (one per batch of images).",
+            )
             out.extend(self._inference.lines("cnnbench_inference_duration_seconds", {}))
             family("cnnbench_images_total", "counter", "Images classified.")
             out.append(f"cnnbench_images_total {self._images}")

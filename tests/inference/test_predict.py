@@ -1,4 +1,5 @@
-"""Image decoding with per-file errors, the Predictor on both backends, `cnnbench predict`."""
+"""Image decoding with per-file errors (and HTTP statuses), the Predictor on both backends,
+`cnnbench predict`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnbench.bench.export import export_run
-from cnnbench.bench.predict import ImageError, Predictor, load_image
 from cnnbench.cli import main
+from cnnbench.export import export_run
+from cnnbench.inference import ImageError, Predictor, decode_upload, load_image
 
 
 def _png_bytes(im: Image.Image) -> bytes:
@@ -30,8 +31,12 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 def _png_header_only(width: int, height: int) -> bytes:
     """A valid PNG signature and IHDR claiming a huge image, with almost no pixel data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-            + _chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+        + _chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture
@@ -83,8 +88,9 @@ def test_transparency_is_flattened_onto_white(tmp_path):
 
 
 def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    good = _png_bytes(Image.fromarray(np.random.default_rng(1).integers(
-        0, 256, (64, 64, 3), dtype=np.uint8)))  # fmt: skip
+    good = _png_bytes(
+        Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    )
     files = {
         "text": (b"hello, I am not an image\n", "not an image"),
         "empty": (b"", "empty file"),
@@ -111,6 +117,37 @@ def test_bad_files_raise_a_clear_image_error(tmp_path):
 def test_byte_limit(tmp_path):
     with pytest.raises(ImageError, match="MiB limit"):
         load_image(b"x" * 2048, 32, max_bytes=1024)
+
+
+def test_image_errors_carry_their_http_status(tmp_path):
+    want = {
+        "text": (415, "not_an_image"),
+        "empty": (415, "not_an_image"),
+        "truncated": (422, "corrupt_image"),
+        "bomb": (413, "image_too_large"),
+        "over_limit": (413, "image_too_large"),
+        "missing": (422, "unreadable_file"),
+    }
+    for name, (path, _) in _bad_files(tmp_path).items():
+        with pytest.raises(ImageError) as e:
+            load_image(path, 32)
+        assert (e.value.status, e.value.error) == want[name], name
+        assert e.value.detail == str(e.value)
+    with pytest.raises(ImageError) as e:
+        load_image(b"x" * 2048, 32, max_bytes=1024)
+    assert e.value.status == 413
+
+
+def test_an_upload_is_checked_by_its_header_then_decoded(images):
+    data = images["rgb_png"].read_bytes()
+    assert np.array_equal(decode_upload(data, (32, 32)), load_image(data, 32))
+    with pytest.raises(ImageError) as e:  # a format the service does not take
+        decode_upload(images["cmyk"].read_bytes(), (32, 32))
+    assert e.value.status == 415 and "TIFF" in e.value.detail
+    with pytest.raises(ImageError) as e:  # the header passes, the pixel data does not
+        decode_upload(data[: len(data) // 2], (32, 32))
+    assert (e.value.status, e.value.error) == (422, "corrupt_image")
+    assert e.value.detail.startswith("cannot decode the PNG image: ")
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +188,8 @@ def test_predictor_backends_agree_and_are_thread_safe(exported, trained_run, ima
 
 def test_cli_predict_reports_per_file_errors_and_exit_code(exported, images, tmp_path, capsys):
     bad = _bad_files(tmp_path)
-    argv = ["predict", str(exported), *map(str, images.values()),
-            *(str(p) for p, _ in bad.values()), "--top-k", "3"]  # fmt: skip
+    argv = ["predict", str(exported), *map(str, images.values())]
+    argv += [*(str(p) for p, _ in bad.values()), "--top-k", "3"]
     assert main(argv) == 1
     out = capsys.readouterr().out
     for path, why in bad.values():
@@ -171,6 +208,16 @@ def test_cli_predict_reports_per_file_errors_and_exit_code(exported, images, tmp
 def test_cli_predict_torch_backend_from_run(trained_run, images, capsys):
     assert main(["predict", str(trained_run), str(images["gray"]), "--backend", "torch"]) == 0
     assert "with torch" in capsys.readouterr().out
+
+
+def test_cli_predict_takes_a_zoo_name(trained_run, images, monkeypatch, capsys):
+    from cnnbench import zoo
+
+    monkeypatch.setattr(zoo, "find", lambda name: trained_run if name == "tiny-zoo" else None)
+    assert main(["predict", "tiny-zoo", str(images["rgb_png"]), "--backend", "torch"]) == 0
+    assert f"with torch ({trained_run})" in capsys.readouterr().out
+    assert main(["predict", "no-such-zoo-model", str(images["rgb_png"])]) == 2
+    assert "is not a run directory" in capsys.readouterr().err
 
 
 def test_cli_predict_missing_sidecar_is_a_user_error(tmp_path, capsys):

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from cnnbench.bench.errors import BenchError
-from cnnbench.bench.export import check_single_file, export_onnx, export_run, ort_session
 from cnnbench.cli import main
+from cnnbench.export import check_single_file, export_onnx, export_run
+from cnnbench.inference import ort_session
 from cnnbench.models import create_model
 
 
@@ -31,8 +32,8 @@ def test_export_is_one_file_and_matches_torch(name, tmp_path):
 def test_export_run_fp32_and_int8(trained_run, tmp_path):
     out = tmp_path / "exp"
     res = export_run(trained_run, out_dir=out, int8=True, calibration_size=200, log=lambda m: None)
-    assert sorted(p.name for p in out.iterdir()) == [
-        "model.int8.json", "model.int8.onnx", "model.json", "model.onnx"]  # fmt: skip
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["model.int8.json", "model.int8.onnx", "model.json", "model.onnx"]
     fp32, int8 = res["models"]
     # fp32 through ONNX Runtime is the same model: same predictions.
     assert fp32["agreement"] >= 0.998 and abs(fp32["drop_points"]) <= 0.2
@@ -50,8 +51,8 @@ def test_export_run_fp32_and_int8(trained_run, tmp_path):
 
 def test_existing_export_is_never_overwritten(trained_run, tmp_path, capsys):
     out = tmp_path / "exp"
-    argv = ["export", str(trained_run), "--format", "onnx", "--out", str(out),
-            "--test-subset", "300"]  # fmt: skip
+    argv = ["export", str(trained_run), "--format", "onnx", "--out", str(out)]
+    argv += ["--test-subset", "300"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PyTorch:" in printed and "ONNX Runtime" in printed
@@ -67,8 +68,8 @@ def test_existing_export_is_never_overwritten(trained_run, tmp_path, capsys):
 def test_accuracy_outside_tolerance_exits_1_and_keeps_files(trained_run, tmp_path, capsys):
     out = tmp_path / "exp"
     # A negative tolerance demands the export be *more* accurate than PyTorch: it cannot be.
-    argv = ["export", str(trained_run), "--out", str(out), "--test-subset", "200",
-            "--tolerance", "-5"]  # fmt: skip
+    argv = ["export", str(trained_run), "--out", str(out)]
+    argv += ["--test-subset", "200", "--tolerance", "-5"]
     assert main(argv) == 1
     assert "--tolerance" in capsys.readouterr().err
     assert (out / "model.onnx").is_file() and (out / "model.json").is_file()
@@ -77,3 +78,22 @@ def test_accuracy_outside_tolerance_exits_1_and_keeps_files(trained_run, tmp_pat
 def test_export_of_a_missing_run_is_a_user_error(tmp_path, capsys):
     assert main(["export", str(tmp_path / "nope")]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def test_export_of_a_zoo_model_needs_an_output_folder(tmp_path, monkeypatch, capsys):
+    from cnnbench import zoo
+
+    shipped = tmp_path / "tiny-zoo"
+    shipped.mkdir()
+    (shipped / "zoo.json").write_text("{}")
+    monkeypatch.setattr(zoo, "find", lambda name: shipped if name == "tiny-zoo" else None)
+    assert main(["export", "tiny-zoo"]) == 2
+    err = capsys.readouterr().err
+    assert "shipped zoo model" in err and "--out" in err and err.count("\n") == 1
+    assert not (shipped / "export").exists()
+
+
+def test_export_reads_the_checkpoint_it_is_told_to(tmp_path, capsys):
+    (tmp_path / "last.pt").write_bytes(b"")
+    assert main(["export", str(tmp_path / "last.pt")]) == 2
+    assert "best.pt" in capsys.readouterr().err
