@@ -73,9 +73,12 @@ def measure_test_accuracy(entry: str | Path, data_dir: str | None = None, subset
 
 
 def _latency(entry: Path) -> dict[str, Any]:
-    _cli("bench", str(entry), "--backends", "onnxruntime,onnxruntime-int8", "--threads", "1",
-         "--batch", "0", "--iters", "2000", "--max-seconds", "10")  # fmt: skip
-    report = json.loads((entry / "bench.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="cnnbench-zoo-") as tmp:
+        out = Path(tmp) / "bench.json"
+        _cli("bench", str(entry), "--backends", "onnxruntime,onnxruntime-int8", "--threads",
+             "1", "--batch", "0", "--iters", "2000", "--max-seconds", "10", "--json", str(out))  # fmt: skip
+        report = json.loads(out.read_text())
+    write_json_atomic(RunDir(entry).bench_path, report)
     out: dict[str, Any] = {"device": report.get("device"), "threads": 1,
                            "load_average": round(os.getloadavg()[0], 2)}  # fmt: skip
     for r in report.get("results", []):
