@@ -22,6 +22,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnbench.zoo import sha256_of
+
+__all__ = [
+    "RunDir",
+    "RunDirError",
+    "checkpoint_dataset",
+    "is_complete",
+    "read_summary",
+    "resolve",
+    "sha256_of",
+]
+
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 LAST = "last.pt"
@@ -179,16 +191,6 @@ def checkpoint_dataset(ckpt: dict[str, Any], data_dir: str | None = None, **kw: 
         label_kind=cfg.get("label_kind", "fine"),
         **kw,
     )
-
-
-def sha256_of(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resolve(arg: str | Path) -> RunDir:

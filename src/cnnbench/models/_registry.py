@@ -65,9 +65,14 @@ def create_model(
     if pretrained is not None:
         if kwargs:
             raise TypeError(f"pretrained {name!r} takes no builder arguments, got {sorted(kwargs)}")
-        from cnnbench.zoo.build import load_pretrained
+        from cnnbench.zoo import pretrained_checkpoint
 
-        return load_pretrained(name, pretrained, num_classes)
+        ckpt = pretrained_checkpoint(name, pretrained)
+        model = create_model(**ckpt["model_spec"])
+        model.load_state_dict(ckpt["model"])
+        if num_classes is not None and num_classes != model.num_classes:
+            model.reset_classifier(num_classes)
+        return model.eval()
     num_classes = 10 if num_classes is None else num_classes
     try:
         builder = _MODELS[name]

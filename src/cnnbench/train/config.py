@@ -13,9 +13,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cnnbench.train.errors import ConfigError, read_yaml
+from cnnbench.train.recipes import recipe_values
 
-class ConfigError(ValueError):
-    """A run or study configuration that cannot be used; the message is one line for the user."""
+__all__ = ["ConfigError", "RunConfig", "TransferConfig", "load_config", "read_yaml"]
+
+
 
 
 OptimizerName = Literal["sgd", "adam", "adamw", "adadelta"]
@@ -267,17 +270,6 @@ def format_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def read_yaml(path: str | Path, what: str = "config file") -> Any:
-    """A YAML file's content; ConfigError (one line) if it is missing or not valid YAML."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} not found: {path}")
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
-
-
 def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
     """Build a RunConfig from a YAML file or a dict, then apply ``overrides`` (None = not given).
 
@@ -296,8 +288,6 @@ def load_config(source: str | Path | dict[str, Any] | None = None, **overrides: 
         data = loaded
     data.update({k: v for k, v in overrides.items() if v is not None})
     if data.get("recipe"):
-        from cnnbench.train.recipes import recipe_values
-
         model = data.get("model", RunConfig.model_fields["model"].default)
         data = {**recipe_values(data["recipe"], model), **data}
     try:

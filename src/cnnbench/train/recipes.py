@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from cnnbench.train.config import ConfigError, read_yaml
+from cnnbench.train.errors import ConfigError, read_yaml
 
 _ALLOWED = {"description", "settings", "model_overrides"}
 

@@ -10,6 +10,7 @@ and the sha256 of ``best.pt``. So every command that takes a run directory takes
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -36,3 +37,30 @@ def find(name: str) -> Path | None:
 def cards() -> list[dict[str, Any]]:
     """Every shipped card, sorted by name."""
     return [json.loads((root() / n / "zoo.json").read_text()) for n in names()]
+
+
+def sha256_of(path: Path) -> str:
+    """Hex sha256 of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pretrained_checkpoint(model: str, dataset: str) -> dict[str, Any]:
+    """The checkpoint dict of zoo model ``<model>-<dataset>``, after checking its sha256
+    against the card; ValueError if there is no such entry or the file does not match.
+    (``create_model(model, pretrained=dataset)`` builds the model from it.)"""
+    import torch
+
+    path = find(f"{model}-{dataset}")
+    if path is None:
+        raise ValueError(f"no pretrained {model!r} for {dataset!r} in the zoo "
+                         f"(shipped: {', '.join(names()) or 'none'})")  # fmt: skip
+    card = json.loads((path / "zoo.json").read_text())
+    weights = path / "best.pt"
+    if sha256_of(weights) != card.get("sha256"):
+        raise ValueError(f"{weights}: sha256 does not match its card; the weights were changed "
+                         "or damaged: reinstall cnnbench")  # fmt: skip
+    return torch.load(weights, map_location="cpu", weights_only=True)

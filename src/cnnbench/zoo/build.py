@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from cnnbench.fileio import write_json_atomic, write_text_atomic
-from cnnbench.rundir import RunDir, RunDirError, checkpoint_dataset, sha256_of
+from cnnbench.rundir import RunDir, RunDirError, checkpoint_dataset
 from cnnbench.train.checkpoint import save_checkpoint
+from cnnbench.zoo import sha256_of
 
 CHECK_SUBSET = 2000  # test images of the fixed subset CI re-measures (seed 0)
 _KEEP = ("model_spec", "config", "epoch", "best_val_acc", "best_epoch", "classes", "mean",
@@ -193,17 +194,3 @@ def card_markdown(card: dict[str, Any]) -> str:
               f"{card['name']}`, or `create_model(\"{card['model']}\", "
               f"pretrained=\"{card['dataset']}\")`.", ""]  # fmt: skip
     return "\n".join(lines)
-
-
-def load_pretrained(model: str, dataset: str, num_classes: int | None = None) -> torch.nn.Module:
-    """The zoo's ``<model>-<dataset>`` model with its weights (hash-checked), in eval mode."""
-    from cnnbench import zoo
-
-    path = zoo.find(f"{model}-{dataset}")
-    if path is None:
-        have = ", ".join(zoo.names()) or "none"
-        raise ValueError(f"no pretrained {model!r} for {dataset!r} in the zoo (shipped: {have})")
-    net, ckpt = RunDir(path).load_model()
-    if num_classes is not None and num_classes != len(ckpt["classes"]):
-        net.reset_classifier(num_classes)
-    return net
