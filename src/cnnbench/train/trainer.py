@@ -405,17 +405,7 @@ def _prepare(
     data = _Data(ds, config, device, dist_info)
     input_size = tuple(ds.x_train.shape[1:])
 
-    # The checkpoint holds every weight, so a resumed transfer child needs no parent.
-    if ckpt is not None:
-        model = create_model(**ckpt["model_spec"])
-    else:
-        model = init.build(config, len(data.classes), data)
-    model = model.to(device)
-    apply_bn_options(model, config, fresh=ckpt is None)
-    spec = dict(model.cnnbench_spec)
-    params, macs = count_params(model), count_macs(model, input_size)
-    if data.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model, spec, params, macs = _build_model(config, ckpt, init, data, device, input_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     calibration = None
@@ -447,6 +437,29 @@ def _prepare(
         text = "".join(json.dumps(m) + "\n" for m in run.state.history)
         write_text_atomic(rundir.metrics_path, text)
     return run
+
+
+def _build_model(
+    config: RunConfig,
+    ckpt: dict[str, Any] | None,
+    init: ScratchInit | TransferInit,
+    data: _Data,
+    device: torch.device,
+    input_size: tuple[int, ...],
+) -> tuple[nn.Module, dict[str, Any], int, int]:
+    """(model on the device, its spec, parameters, MACs). The checkpoint holds every weight,
+    so a resumed transfer child needs no parent."""
+    if ckpt is not None:
+        model = create_model(**ckpt["model_spec"])
+    else:
+        model = init.build(config, len(data.classes), data)
+    model = model.to(device)
+    apply_bn_options(model, config, fresh=ckpt is None)
+    spec = dict(model.cnnbench_spec)
+    params, macs = count_params(model), count_macs(model, input_size)
+    if data.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, spec, params, macs
 
 
 def _wrap(
