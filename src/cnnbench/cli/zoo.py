@@ -34,8 +34,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
               f"{_fmt_ms(c.get('latency'), 'onnxruntime'):>17}"
               f"{_fmt_ms(c.get('latency'), 'onnxruntime-int8'):>17}"
               f"{(f'{int8:.2%}' if int8 is not None else '-'):>8}{minutes:>6.1f}m")  # fmt: skip
-    print("\naccuracy: CIFAR test split, validation-selected weights, ± standard error; "
-          "latency: batch 1, ONNX Runtime, one thread (see each card: cnnbench zoo show NAME)")
+    print(
+        "\naccuracy: CIFAR test split, validation-selected weights, ± standard error; "
+        "latency: batch 1, ONNX Runtime, one thread (see each card: cnnbench zoo show NAME)"
+    )
     return 0
 
 
@@ -56,6 +58,24 @@ def _cmd_add(args: argparse.Namespace) -> int:
     card = add_run(args.run, args.name, zoo_root=args.zoo_dir, data_dir=args.data_dir,
                    force=args.force, measure=not args.no_measure)  # fmt: skip
     print(f"added {card['name']}: test {card['shipped_test_acc']:.2%} with the shipped weights")
+    return 0
+
+
+def _cmd_measure(args: argparse.Namespace) -> int:
+    from cnnbench import zoo
+    from cnnbench.cli import UserError
+    from cnnbench.zoo.build import measure_entry
+
+    names = args.names or zoo.names()
+    for name in names:
+        path = zoo.find(name)
+        if path is None:
+            raise UserError(f"no zoo model {name!r}; shipped: {', '.join(zoo.names()) or 'none'}")
+        card = measure_entry(path, args.data_dir)
+        lat = card["latency"]
+        print(f"{name}: ORT fp32 p50 {lat['onnxruntime']['p50_ms']:.3f} ms, int8 p50 "
+              f"{lat['onnxruntime-int8']['p50_ms']:.3f} ms (load {lat['load_average']}), "
+              f"int8 accuracy {card['int8']['onnx_int8_acc']:.2%}")  # fmt: skip
     return 0
 
 
@@ -86,3 +106,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--force", action="store_true", help="replace an existing entry")
     a.add_argument("--no-measure", action="store_true", help="skip latency and int8 (fast)")
     a.set_defaults(func=_cmd_add)
+    m = zsub.add_parser(
+        "measure", help="re-measure latency and int8 accuracy of zoo models (minutes)",
+        description="Batch-1 latency (ONNX Runtime fp32 and int8, one thread, each in a fresh "
+        "process) and int8 test accuracy of shipped models; updates their cards. Run it on a "
+        "quiet machine: the card records the load average.",
+    )  # fmt: skip
+    m.add_argument("names", nargs="*", help="zoo names (default: all)")
+    m.add_argument("--data-dir", default=None, help="where the dataset is (default: as trained)")
+    m.set_defaults(func=_cmd_measure)

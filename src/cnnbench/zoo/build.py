@@ -40,10 +40,7 @@ _KEEP = ("model_spec", "config", "epoch", "best_val_acc", "best_epoch", "classes
 
 def slim_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any]:
     """What inference needs, weights in fp16 (loading casts them back to the model's dtype)."""
-    state = {
-        k: v.half() if v.is_floating_point() else v
-        for k, v in ckpt["model"].items()
-    }
+    state = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
     return {"model": state, **{k: ckpt[k] for k in _KEEP if k in ckpt}, "zoo": True}
 
 
@@ -55,7 +52,9 @@ def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return done
 
 
-def measure_test_accuracy(entry: str | Path, data_dir: str | None = None, subset: int | None = None) -> float:
+def measure_test_accuracy(
+    entry: str | Path, data_dir: str | None = None, subset: int | None = None
+) -> float:
     """Test accuracy of the entry's weights (float32 on the CPU, no TTA): all test images, or
     a seeded subset of ``subset`` (seed 0, the one the card records)."""
     from cnnbench.data import BatchIterator
@@ -94,9 +93,9 @@ def _int8_accuracy(entry: Path, data_dir: str | None) -> dict[str, Any]:
         _cli(*args, *(["--data-dir", data_dir] if data_dir else []))
         fp32 = json.loads((Path(tmp) / "model.json").read_text())
         int8 = json.loads((Path(tmp) / "model.int8.json").read_text())
-    return {"onnx_fp32_acc": fp32["accuracy"]["onnx_acc"],
-            "onnx_int8_acc": int8["accuracy"]["onnx_acc"],
-            "torch_acc": fp32["accuracy"]["torch_acc"]}  # fmt: skip
+    return {"onnx_fp32_acc": fp32["export_eval"]["onnx_acc"],
+            "onnx_int8_acc": int8["export_eval"]["onnx_acc"],
+            "torch_acc": fp32["export_eval"]["torch_acc"]}  # fmt: skip
 
 
 def add_run(
@@ -130,12 +129,29 @@ def add_run(
     card["shipped_test_acc"] = measure_test_accuracy(dest.path, data_dir)
     card["check_subset"] = {"images": CHECK_SUBSET, "seed": 0,
                             "test_acc": measure_test_accuracy(dest.path, data_dir, CHECK_SUBSET)}  # fmt: skip
+    _write_card(dest, card)
     if measure:
-        card["latency"] = _latency(dest.path)
-        card["int8"] = _int8_accuracy(dest.path, data_dir)
+        card = measure_entry(dest.path, data_dir)
+    return card
+
+
+def measure_entry(entry: str | Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Measure a zoo entry's batch-1 latency (ONNX Runtime fp32 and int8, one thread, fresh
+    processes) and its int8 accuracy; update its card. Run it on a quiet machine."""
+    dest = RunDir(entry)
+    card = dest.zoo_card()
+    if card is None:
+        raise RunDirError(f"{dest.path} is not a zoo entry (no {dest.zoo_card_path.name})")
+    dest.verify()
+    card["latency"] = _latency(dest.path)
+    card["int8"] = _int8_accuracy(dest.path, data_dir)
+    _write_card(dest, card)
+    return card
+
+
+def _write_card(dest: RunDir, card: dict[str, Any]) -> None:
     write_json_atomic(dest.zoo_card_path, card)
     write_text_atomic(dest.path / "README.md", card_markdown(card))
-    return card
 
 
 def _card(name: str, summary: dict[str, Any], dest: RunDir) -> dict[str, Any]:
