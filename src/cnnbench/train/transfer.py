@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import nn
 
-from cnnbench.rundir import SUMMARY, RunDir
+from cnnbench.rundir import SUMMARY, RunDir, RunDirError
 from cnnbench.train.checkpoint import CheckpointError, load_checkpoint
 from cnnbench.train.config import ConfigError, RunConfig, TransferConfig
 from cnnbench.train.optim import split_decay
@@ -80,6 +80,10 @@ def parent_checkpoint_path(transfer: TransferConfig) -> Path:
             )
         if not path.is_file():
             raise CheckpointError(f"parent run {parent} has no {path.name}")
+        try:
+            run.verify(transfer.checkpoint)  # a zoo parent's weights must match its card
+        except RunDirError as e:
+            raise CheckpointError(str(e)) from None
         return path
     if parent.is_file():
         return parent
