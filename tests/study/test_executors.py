@@ -98,7 +98,7 @@ def test_every_executor_reports_through_one_record(tmp_path, monkeypatch):
     measured = []
     monkeypatch.setattr(
         "cnnbench.study.runner._bench_hook",
-        lambda: lambda run_dir, quick: measured.append(Path(run_dir).name),
+        lambda: lambda run_dir, quick, **settings: measured.append(Path(run_dir).name),
     )
     runs = [load_config({**BASE, "name": n}) for n in ("a", "b")]
     for one_at_a_time in (True, False):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import yaml
 
 from cnnbench.cli import main
 from cnnbench.report.document import read_markdown_table as md_table
+from cnnbench.study.runner import STUDY_BENCH
 
 SMALL_STUDY = {
     "description": "two optimizers on a tiny subset",
@@ -29,12 +31,27 @@ SMALL_STUDY = {
 NAMES = ["lenet5-sgd-lr0.05-s0", "lenet5-adam-lr0.002-s0"]
 
 
-MEASURED: list[tuple[str, bool]] = []
+MEASURED: list[tuple[str, bool, dict]] = []
 
 
-def fake_measure_run(run_dir, quick=False):
-    """Stands in for cnnbench.bench.measure_run (timed for real by tests/bench)."""
-    MEASURED.append((Path(run_dir).name, quick))
+def fake_measure_run(run_dir, quick=False, **settings):
+    """Stands in for cnnbench.bench.measure_run (timed for real by tests/bench): writes a
+    bench.json of made-up figures in the real format, one row per backend asked for."""
+    MEASURED.append((Path(run_dir).name, quick, settings))
+    p50 = 0.1 * len(MEASURED)
+    rows = [{"backend": b, "device": "cpu", "threads": 1, "batch": 1, "p50_ms": p50 * (i + 1),
+             "p90_ms": p50 * 1.5, "p99_ms": p50 * 2 * (i + 1), "iters": 300}
+            for i, b in enumerate(settings["backends"])]  # fmt: skip
+    (Path(run_dir) / "bench.json").write_text(json.dumps({"results": rows, "errors": []}))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _empty_zoo(tmp_path_factory):
+    """No shipped zoo model joins these reports (the zoo changes as models are added)."""
+    root = tmp_path_factory.mktemp("empty-zoo")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cnnbench.zoo.root", lambda: root)
+        yield root
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +69,43 @@ def study(data_dir, tmp_path_factory):
 
 
 def test_latency_is_measured_once_per_trained_run(study):
-    assert sorted(MEASURED) == sorted((name, True) for name in NAMES)
+    # ONNX Runtime fp32 and int8, one thread, the quick settings (a few seconds per backend)
+    want = {"backends": ("onnxruntime", "onnxruntime-int8"), "threads": [1]}
+    assert want == STUDY_BENCH
+    assert sorted(m[:2] for m in MEASURED) == sorted((name, True) for name in NAMES)
+    assert all(m[2] == want for m in MEASURED)
+
+
+def _bench(*backends: str, threads: int = 1) -> dict:
+    return {"results": [{"backend": b, "device": "cpu", "threads": threads, "batch": 1,
+                         "p50_ms": 0.1, "p99_ms": 0.2} for b in backends]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("bench", "measured"),
+    [
+        (None, True),  # never measured
+        (_bench("eager", "onnxruntime"), True),  # the old quick measurement: no int8
+        (_bench("onnxruntime", "onnxruntime-int8", threads=2), True),  # not one thread
+        (_bench("onnxruntime", "onnxruntime-int8"), False),  # has both: kept
+        ({**_bench("onnxruntime"), "errors": [{"backend": "onnxruntime-int8", "device": "cpu",
+          "threads": 1, "error": "quantisation failed"}]}, False),  # tried: not retried
+    ],
+)  # fmt: skip
+def test_finished_runs_are_measured_unless_they_have_both_backends(tmp_path, bench, measured):
+    from cnnbench.study.runner import StudyResult, _measure
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if bench is not None:
+        (run / "bench.json").write_text(json.dumps(bench))
+    calls = []
+    result = StudyResult(study_dir=tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("cnnbench.study.runner._bench_hook", lambda: lambda *a, **k: calls.append(k))
+        _measure(run, result, print)
+    assert calls == ([{"quick": True, **STUDY_BENCH}] if measured else [])
+    assert result.benched == (["run"] if measured else [])
 
 
 def test_every_run_is_complete_and_the_study_is_recorded(study):
@@ -77,8 +130,16 @@ def test_report_numbers_are_the_runs_numbers(study):
     assert set(rows) == set(NAMES)
     for name, s in summaries.items():
         row = rows[name]
-        assert row["Test acc %"] == f"{100 * s['test_acc']:.2f}"
-        assert row["Best val acc %"] == f"{100 * s['best_val_acc']:.2f}"
+        assert row["Test acc %"] == f"{100 * s['test_acc']:.2f} ± {100 * s['test_acc_se']:.2f}"
+        val_se = math.sqrt(s["best_val_acc"] * (1 - s["best_val_acc"]) / s["val_images"])
+        assert row["Best val acc %"] == f"{100 * s['best_val_acc']:.2f} ± {100 * val_se:.2f}"
+        verdict = s["did_not_learn"]
+        assert row.get("Note", "") == (f"did not learn: {verdict}" if verdict else "")
+        bench = json.loads((folder / name / "bench.json").read_text())["results"]
+        for b, label in (("onnxruntime", "ORT fp32"), ("onnxruntime-int8", "ORT int8")):
+            result = next(r for r in bench if r["backend"] == b)
+            assert float(row[f"{label} p50 ms"]) == pytest.approx(result["p50_ms"], abs=5e-4)
+            assert float(row[f"{label} p99 ms"]) == pytest.approx(result["p99_ms"], abs=5e-4)
         assert int(row["Params"].replace(",", "")) == s["params"]
         assert int(row["MACs"].replace(",", "")) == s["macs"]
         assert float(row["Train time s"]) == pytest.approx(s["train_time_s"], abs=0.05)
@@ -89,10 +150,17 @@ def test_report_numbers_are_the_runs_numbers(study):
     by_opt = {r["Optimizer"]: r for r in results}
     for s in summaries.values():
         row = by_opt[s["optimizer"]]
-        assert row["Test acc % (mean ± std)"] == f"{100 * s['test_acc']:.2f}"
+        assert row["Test acc %"] == f"{100 * s['test_acc']:.2f} ± {100 * s['test_acc_se']:.2f}"
         assert row["n"] == "1" and row["Architecture"] == "lenet5"
-    best = max(summaries.values(), key=lambda s: s["test_acc"])
-    assert f"{100 * best['test_acc']:.2f} %" in md.split("## Results", 1)[0]  # the verdict
+    learned = [s for s in summaries.values() if not s["did_not_learn"]]
+    head = md.split("## Results", 1)[0]  # the verdict: the best run that learned
+    if learned:
+        best = max(learned, key=lambda s: s["test_acc"])
+        assert f"{100 * best['test_acc']:.2f} %" in head
+        ship = md_table(md, "What to ship")  # its fp32 pick at 5 ms is one of these runs
+        assert ship[-1]["Test acc %"].startswith(f"{100 * best['test_acc']:.2f} ± ")
+    else:
+        assert "none learned" in head and "## What to ship" not in md
     for png in ("tradeoff.png", "curves-00.png", "curves-01.png", "effect-optimizer.png"):
         assert (report / "figures" / png).stat().st_size > 5000
         assert f"figures/{png}" in md

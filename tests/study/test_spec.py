@@ -158,3 +158,85 @@ def test_paper_study_is_table_1_with_three_seeds():
     assert settings == {(m, o, lr) for m, o, lr, _ in PAPER_TABLE1}
     assert len(study.runs) == 3 * len(PAPER_TABLE1)
     assert {c.dataset for c in study.runs} == {"cifar10"}
+
+
+# ---------------------------------------------------------------- names from what was written
+QUICK_NAMES = [
+    *(
+        f"{m}-sgd-lr{lr}-budgetminutes1.25-recipefast-s0"
+        for m, lr in (("fastnet_small", "0.75"), ("resnet8", "0.75"), ("mobilenetv2_x0_5", "0.4"),
+                      ("mobilenetv2_reduced", "0.4"), ("lenet5_relu", "0.2"), ("lenet5", "0.2"))
+    ),
+    *(
+        f"lenet5-{o}-lr{lr}-e2-recipepaper-n10000-s0"
+        for o in ("sgd", "adam", "adadelta")
+        for lr in ("0.1", "0.01", "0.001")
+    ),
+]  # fmt: skip
+
+
+def test_quick_study_names_are_what_its_file_varies():
+    study = load_study(REPO / "studies" / "quick.yaml")
+    assert [c.run_name() for c in study.runs] == QUICK_NAMES
+    # the recipes' own values (batch size, momentum, EMA...) are not "varied settings"
+    assert study.varied == [
+        "budget_minutes", "epochs", "lr", "model", "optimizer", "recipe", "train_subset",
+    ]  # fmt: skip
+    fast = study.runs[0]
+    assert fast.batch_size == 512 and fast.ema_decay == 0.99  # still resolved from the recipe
+
+
+def test_names_without_a_recipe_are_unchanged():
+    """Studies without recipes name every varied setting of every run, as before."""
+    assert [c.run_name() for c in load_study(REPO / "studies" / "recipes.yaml").runs][:2] == [
+        "lenet5-cifar10-sgd-lr0.1-s0",
+        "lenet5-cifar100-sgd-lr0.1-s0",
+    ]
+    study = parse_study({"runs": [{"model": "lenet5"}, {"model": "resnet8", "epochs": 3}]})
+    assert [c.run_name() for c in study.runs] == [
+        "lenet5-sgd-lr0.01-e15-s0",
+        "resnet8-sgd-lr0.01-e3-s0",
+    ]
+    # written differently but resolving alike: not varied (15 is the default)
+    study = parse_study({"runs": [{"model": "lenet5"}, {"model": "resnet8", "epochs": 15}]})
+    assert [c.run_name() for c in study.runs] == ["lenet5-sgd-lr0.01-s0", "resnet8-sgd-lr0.01-s0"]
+
+
+def test_a_recipe_run_names_only_the_settings_it_wrote():
+    study = parse_study(
+        {
+            "base": {"dataset": "cifar10"},
+            "runs": [
+                {"recipe": "fast", "model": "fastnet_small"},
+                {"recipe": "fast", "model": "fastnet_small", "batch_size": 256},
+                {"model": "lenet5", "batch_size": 64},
+            ],
+        }
+    )
+    assert [c.run_name() for c in study.runs] == [
+        "fastnet_small-sgd-lr0.75-recipefast-s0",
+        "fastnet_small-sgd-lr0.75-b256-recipefast-s0",
+        "lenet5-sgd-lr0.01-b64-recipenone-s0",  # no recipe: every varied setting, as before
+    ]
+    assert study.varied == ["batch_size", "model", "recipe"]  # lr: in every name anyway
+
+
+def test_a_run_the_recipe_already_is_is_a_duplicate():
+    # The recipe gives fastnet_small batch 512: the second run is the first one again, under
+    # another name, which the name check alone would miss.
+    runs = [
+        {"recipe": "fast", "model": "fastnet_small"},
+        {"recipe": "fast", "model": "fastnet_small", "batch_size": 512},
+        {"recipe": "fast", "model": "fastnet_small", "batch_size": 256},
+    ]
+    with pytest.raises(ConfigError, match=r"runs 1 and 2 of the study are the same run"):
+        parse_study({"runs": runs})
+
+
+def test_dry_run_shows_the_budget_of_budget_runs(capsys):
+    assert main(["study", str(REPO / "studies" / "quick.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if QUICK_NAMES[0] in ln)
+    assert line.rstrip().endswith("cifar10, budget 1.25 min") and "epochs" not in line
+    line = next(ln for ln in out.splitlines() if QUICK_NAMES[-1] in ln)
+    assert line.rstrip().endswith("cifar10, 2 epochs, 10,000 images")

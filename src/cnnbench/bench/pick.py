@@ -2,8 +2,10 @@
 
 Accuracy is ``test_acc`` of each complete run's summary; latency is the fastest batch-1 result
 of its benchmark file (any backend) on the device, at the thread count if one is given. Runs
-that were never benchmarked are listed as not measured, never guessed. Run files are read
-through ``cnnbench.rundir``.
+that were never benchmarked are listed as not measured, never guessed; runs that did not
+learn (``cnnbench.verdict``) are skipped, never picked. With ``zoo=True`` the shipped zoo
+models trained on the study's dataset(s) compete too, marked ``zoo`` (a zoo entry is a run
+directory with a benchmark file). Run files are read through ``cnnbench.rundir``.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ def pick(
     metric: str = "p99",
     device: str = "cpu",
     threads: int | None = None,
+    zoo: bool = True,
 ) -> dict[str, Any]:
-    """Choose among the runs of ``study_dir``; the result lists every run by category.
+    """Choose among the runs of ``study_dir`` (and, with ``zoo``, the zoo's models of the
+    same dataset); the result lists every candidate by category.
 
     ``choice``: the highest ``test_acc`` whose latency ``metric`` is <= ``budget_ms`` (ties:
     the faster one), or None; then ``closest``: the measured run with the lowest latency.
     ``fits`` / ``over`` (measured), ``unmeasured`` (no usable benchmark), ``skipped``
-    (incomplete runs or no test accuracy), with the reason.
+    (incomplete runs, no test accuracy, or did not learn), with the reason. Every row has
+    ``source`` ("study" or "zoo") and ``serve``, the command that serves it.
     """
     if metric not in METRICS:
         raise BenchError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
@@ -64,6 +69,10 @@ def pick(
     for run in runs:
         kind, row = _classify(run, root, metric, device, threads)
         found[kind].append(row)
+    if zoo:
+        for name, path in _zoo_entries(_datasets(runs)):
+            kind, row = _classify(path, root, metric, device, threads, zoo_name=name)
+            found[kind].append(row)
     fits = [r for r in found["measured"] if r["latency_ms"] <= budget_ms]
     over = [r for r in found["measured"] if r["latency_ms"] > budget_ms]
     fits.sort(key=lambda r: (-r["test_acc"], r["latency_ms"]))
@@ -74,6 +83,7 @@ def pick(
         "metric": metric,
         "device": device,
         "threads": threads,
+        "zoo": zoo,
         "choice": fits[0] if fits else None,
         "closest": None if fits or not over else over[0],
         "fits": fits,
@@ -99,18 +109,70 @@ def _unfinished(root: Path, configs: list[Path]) -> list[dict[str, Any]]:
     return rows
 
 
+def _datasets(runs: list[Path]) -> set[str]:
+    """The datasets the study's runs trained on."""
+    out = set()
+    for run in runs:
+        summary = RunDir(run).summary() or {}
+        if summary.get("dataset"):
+            out.add(str(summary["dataset"]))
+    return out
+
+
+def _zoo_entries(datasets: set[str]) -> list[tuple[str, Path]]:
+    """(name, folder) of every shipped zoo model trained on one of ``datasets``."""
+    from cnnbench import zoo
+
+    if not datasets or not zoo.root().is_dir():
+        return []
+    out = []
+    for name in zoo.names():
+        path = zoo.find(name)
+        card = RunDir(path).zoo_card() if path is not None else None
+        if path is not None and card is not None and str(card.get("dataset")) in datasets:
+            out.append((name, path))
+    return out
+
+
+def _learn_verdict(summary: dict[str, Any]) -> str | None:
+    """Why the run did not learn (its summary's verdict, computed for older summaries)."""
+    if "did_not_learn" in summary:
+        return str(summary["did_not_learn"]) if summary["did_not_learn"] else None
+    from cnnbench.verdict import did_not_learn
+
+    k = {"cifar10": 10, "cifar100": 100}.get(str(summary.get("dataset")))
+    try:
+        return did_not_learn(summary, k)
+    except (TypeError, ValueError):
+        return None
+
+
 def _classify(
-    run: Path, root: Path, metric: str, device: str, threads: int | None
+    run: Path,
+    root: Path,
+    metric: str,
+    device: str,
+    threads: int | None,
+    zoo_name: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """("measured" | "unmeasured" | "skipped", the run's row) of one run with a summary."""
-    name = str(run.relative_to(root)) if run != root else run.name
+    """("measured" | "unmeasured" | "skipped", the run's row) of one run with a summary (or
+    of zoo model ``zoo_name``, whose folder is ``run``)."""
+    if zoo_name is not None:
+        name, source, serve = f"zoo:{zoo_name}", "zoo", f"cnnbench serve {zoo_name}"
+    else:
+        name = str(run.relative_to(root)) if run != root else run.name
+        source, serve = "study", f"cnnbench serve {run}"
+    base = {"run": name, "path": str(run), "source": source}
     summary = RunDir(run).summary()
     if summary is None or summary.get("status", "complete") != "complete":
-        return "skipped", {"run": name, "path": str(run), "reason": "not a complete run"}
+        return "skipped", {**base, "reason": "not a complete run"}
     acc = summary.get("test_acc")
     if not isinstance(acc, (int, float)):
-        return "skipped", {"run": name, "path": str(run), "reason": f"no test_acc in {SUMMARY}"}
-    row = {"run": name, "path": str(run), "model": summary.get("model"), "test_acc": acc}
+        return "skipped", {**base, "reason": f"no test_acc in {SUMMARY}"}
+    failed = _learn_verdict(summary)
+    if failed:
+        return "skipped", {**base, "reason": f"did not learn: {failed}"}
+    row = {**base, "model": summary.get("model"), "test_acc": acc, "serve": serve}
     bench = RunDir(run).bench()
     best = fastest(bench, metric=metric, device=device, threads=threads) if bench else None
     if best is None:
@@ -128,8 +190,9 @@ def _classify(
 
 
 def _row(r: dict[str, Any], metric: str) -> str:
+    zoo = ", zoo" if r.get("source") == "zoo" else ""
     return (
-        f"{r['run']} ({r['model']}): test accuracy {r['test_acc']:.2%}, {metric} "
+        f"{r['run']} ({r['model']}{zoo}): test accuracy {r['test_acc']:.2%}, {metric} "
         f"{r['latency_ms']:.3f} ms ({r['backend']}, {r['threads']} thread(s), {r['device']})"
     )
 
@@ -140,6 +203,7 @@ def format_pick(result: dict[str, Any]) -> str:
     lines = []
     if result["choice"] is not None:
         lines.append(f"pick: {_row(result['choice'], m)} - fits the {budget:g} ms {m} budget")
+        lines.append(f"serve it: {result['choice']['serve']}")
         others = result["fits"][1:]
         if others:
             lines.append("also within budget (less accurate):")
@@ -158,7 +222,8 @@ def format_pick(result: dict[str, Any]) -> str:
     if result["unmeasured"]:
         lines.append("not measured (run `cnnbench bench <run>` to include them):")
         lines += [
-            f"  {r['run']} ({r['model']}, test accuracy {r['test_acc']:.2%}): {r['reason']}"
+            f"  {r['run']} ({r['model']}{', zoo' if r.get('source') == 'zoo' else ''}, "
+            f"test accuracy {r['test_acc']:.2%}): {r['reason']}"
             for r in result["unmeasured"]
         ]
     if result["skipped"]:

@@ -249,7 +249,12 @@ def _cmd_pick(args: argparse.Namespace) -> int:
     from cnnbench.bench.pick import format_pick, pick
 
     res = pick(
-        args.study, args.budget_ms, metric=args.metric, device=args.device, threads=args.threads
+        args.study,
+        args.budget_ms,
+        metric=args.metric,
+        device=args.device,
+        threads=args.threads,
+        zoo=args.zoo,
     )
     if args.json:
         print(json.dumps(res, indent=2))
@@ -433,10 +438,11 @@ def _add_pick(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "pick",
         help="the most accurate model of a study within a latency budget",
-        description="Among the runs under STUDY (folders with summary.json), name the one "
-        "with the highest test accuracy whose measured latency (bench.json, fastest "
-        "backend, batch 1) fits --budget-ms; else the closest one. Runs without bench.json "
-        "are listed as not measured. Exit 1 if none fits.",
+        description="Among the runs under STUDY (folders with summary.json) and the zoo's "
+        "models of the same dataset, name the one with the highest test accuracy whose "
+        "measured latency (bench.json, fastest backend, batch 1) fits --budget-ms; else the "
+        "closest one. Runs without bench.json are listed as not measured; runs that did not "
+        "learn are skipped. Exit 1 if none fits.",
     )
     p.add_argument("study", type=Path, help="study folder (runs in sub-folders)")
     p.add_argument("--budget-ms", type=float, required=True, help="latency budget in ms")
@@ -449,6 +455,12 @@ def _add_pick(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device (default cpu)")
     p.add_argument(
         "--threads", type=int, default=None, help="only results at this thread count (default: any)"
+    )
+    p.add_argument(
+        "--zoo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="let the shipped zoo models of the study's dataset compete, marked zoo (default: on)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_user(_cmd_pick))

@@ -20,6 +20,7 @@ def _print_plan(study: Any, runs_dir: str) -> None:
         f"study {study.name}: {len(study.runs)} runs in {directory}"
         + (f" (varying {', '.join(study.varied)})" if study.varied else "")
     )
+    width = max(len(c.run_name()) for c in study.runs)
     for c in study.runs:
         run_dir = directory / c.run_name()
         if is_complete(run_dir):
@@ -29,8 +30,15 @@ def _print_plan(study: Any, runs_dir: str) -> None:
         else:
             state = "new"
         subset = f", {c.train_subset:,} images" if c.train_subset else ""
-        print(f"  {state:<9} {c.run_name():<44} {c.dataset}, {c.epochs} epochs{subset}")
+        print(f"  {state:<9} {c.run_name():<{width}}  {c.dataset}, {_length(c)}{subset}")
     print(f"{done} complete, {len(study.runs) - done} to train")
+
+
+def _length(config: Any) -> str:
+    """How long a run trains: its budget (the trainer turns it into epochs), else its epochs."""
+    if config.budget_minutes is not None:
+        return f"budget {config.budget_minutes:g} min"
+    return f"{config.epochs} epochs"
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -14,13 +14,20 @@ from typing import Any
 from cnnbench import rundir
 from cnnbench.fileio import write_text_atomic
 from cnnbench.report import figures as figs
+from cnnbench.report import ship
 from cnnbench.report.collect import (
     PAPER_TABLE1,
     Group,
     StudyData,
+    ZooEntry,
+    arch_key,
+    backend_name,
+    backend_order,
     load_study_data,
     paper_match,
+    placed_latency,
     resolve_parent,
+    standard_error,
 )
 from cnnbench.report.document import (
     Cell,
@@ -33,6 +40,7 @@ from cnnbench.report.document import (
     render_html,
     render_markdown,
 )
+from cnnbench.verdict import ALPHA
 
 _HEADERS = {
     "model": "Architecture",
@@ -46,6 +54,8 @@ _HEADERS = {
     "schedule": "Schedule",
     "label_smoothing": "Label smoothing",
     "model_args": "Model args",
+    "budget_minutes": "Budget min",
+    "recipe": "Recipe",
 }
 
 
@@ -96,55 +106,141 @@ def _setting_text(key: str, value: Any) -> str:
     return str(value)
 
 
-def _bold_best(rows: list[list[Cell]], col: int, higher: bool) -> None:
-    vals = [r[col].sort for r in rows if isinstance(r[col].sort, int | float)]
+def _bold_best(
+    rows: list[list[Cell]], col: int, higher: bool, eligible: list[bool] | None = None
+) -> None:
+    """Bold the best value of column ``col`` among the ``eligible`` rows (default: all; a
+    model that did not learn is never "best")."""
+    ok = eligible or [True] * len(rows)
+    cand = [r for r, e in zip(rows, ok, strict=True) if e and isinstance(r[col].sort, int | float)]
+    vals = [r[col].sort for r in cand]
     if len(vals) < 2 or min(vals) == max(vals):  # all equal: nothing stands out
         return
     best = max(vals) if higher else min(vals)
-    for r in rows:
-        if isinstance(r[col].sort, int | float) and math.isclose(r[col].sort, best, rel_tol=1e-9):
+    for r in cand:
+        if math.isclose(r[col].sort, best, rel_tol=1e-9):
             r[col].bold = True
 
 
 # ---------------------------------------------------------------- sections
+def acc_text(acc: float | None, err: float | None) -> str:
+    """``61.00 ± 0.49``: an accuracy in % with its uncertainty in percentage points."""
+    return pct(acc) + ("" if acc is None or err is None else f" ± {100 * err:.2f}")
+
+
+def _latency_cell(p50: float | None, p99: float | None) -> Cell:
+    if p50 is None:
+        return Cell("–")
+    return Cell(f"{ms(p50)} / {ms(p99)}", sort=p50)
+
+
+def _shown_backends(data: StudyData) -> list[str]:
+    """Backends with a batch-1, one-thread latency for some run or zoo model."""
+    found = {b for r in data.runs for b in r.latencies}
+    found |= {b for z in data.zoo for b in z.latencies}
+    return backend_order(found)
+
+
 def results_table(data: StudyData) -> Table:
-    """One row per seed group, in the study's shape; best value per column in bold."""
+    """One row per seed group, in the study's shape, then the zoo's models of the same
+    dataset (marked); the best value per column in bold among the models that learned."""
     cols = data.columns
-    show_latency = any(g.cost_latency is not None for g in data.groups)
+    backends = _shown_backends(data)
+    paper = [paper_match(g) for g in data.groups]
+    show_paper = any(v is not None for v in paper)
     headers = [_HEADERS.get(k, k.replace("_", " ")) for k in cols]
-    headers += ["Test acc % (mean ± std)", "n", "Best val acc %", "Params", "MACs",
-                "Train time", "Images/s"]  # fmt: skip
-    higher = [True, None, True, False, False, False, True]
-    if show_latency:
-        headers += ["p50 ms (batch 1)", "p99 ms"]
-        higher += [False, False]
-    rows = []
-    for g in data.groups:
-        row = [
-            Cell(_setting_text(k, g.settings.get(k)), sort=_sortable(g.settings.get(k)))
-            for k in cols
-        ]
-        acc, std = g.mean("test_acc"), g.std("test_acc")
-        acc_text = pct(acc) + (f" ± {100 * std:.2f}" if std is not None else "")
-        params, macs = g.mean("params"), g.mean("macs")
-        row += [
-            Cell(acc_text, sort=None if acc is None else round(100 * acc, 4)),
-            Cell(str(len(g.runs)), sort=len(g.runs)),
-            Cell(pct(g.mean("best_val_acc")), sort=_r(g.mean("best_val_acc"), 100)),
-            Cell(si(params), sort=params),
-            Cell(si(macs), sort=macs),
-            Cell(duration(g.mean("train_time_s")), sort=g.mean("train_time_s")),
-            Cell(f"{g.mean('images_per_s') or 0:,.0f}", sort=g.mean("images_per_s")),
-        ]
-        if show_latency:
-            p50, p99 = g.latency("p50_ms"), g.latency("p99_ms")
-            row += [Cell(ms(p50), sort=p50), Cell(ms(p99), sort=p99)]
-        rows.append(row)
+    headers += ["Test acc %", "n", "Best val acc %", "Params", "MACs", "Train time",
+                "Images/s"]  # fmt: skip
+    higher: list[bool | None] = [True, None, True, False, False, False, True]
+    headers += [f"{backend_name(b)} p50 / p99 ms" for b in backends]
+    higher += [False] * len(backends)
+    if show_paper:
+        headers.append("Paper Table 1 %")
+        higher.append(None)
+    if data.zoo:
+        headers.append("From")
+        higher.append(None)
+    notes = any(g.did_not_learn for g in data.groups) or any(z.did_not_learn for z in data.zoo)
+    if notes:
+        headers.append("Note")
+        higher.append(None)
+    rows, eligible = [], []
+    for g, paper_acc in zip(data.groups, paper, strict=True):
+        rows.append(_group_row(g, cols, backends, data, show_paper, paper_acc, notes))
+        eligible.append(not g.did_not_learn)
+    for z in data.zoo:
+        rows.append(_zoo_row(z, cols, backends, show_paper, notes))
+        eligible.append(not z.did_not_learn)
     for j, h in enumerate(higher):
         if h is not None:
-            _bold_best(rows, len(cols) + j, h)
-    numeric = [k in ("lr", "epochs", "train_subset") for k in cols] + [True] * len(higher)
+            _bold_best(rows, len(cols) + j, h, eligible)
+    numeric = [k in ("lr", "epochs", "train_subset") for k in cols]
+    numeric += [True] * (7 + len(backends) + show_paper) + [False] * (bool(data.zoo) + notes)
     return Table(headers, rows, numeric)
+
+
+def _group_row(
+    g: Group,
+    cols: list[str],
+    backends: list[str],
+    data: StudyData,
+    show_paper: bool,
+    paper_acc: float | None,
+    notes: bool,
+) -> list[Cell]:
+    """A study setting's row of the results table."""
+    row = [
+        Cell(_setting_text(k, g.settings.get(k)), sort=_sortable(g.settings.get(k))) for k in cols
+    ]
+    acc, val = g.mean("test_acc"), g.mean("best_val_acc")
+    params, macs = g.mean("params"), g.mean("macs")
+    row += [
+        Cell(acc_text(acc, g.acc_error()[0]), sort=_r(acc, 100)),
+        Cell(str(len(g.runs)), sort=len(g.runs)),
+        Cell(acc_text(val, g.acc_error("best_val_acc")[0]), sort=_r(val, 100)),
+        Cell(si(params), sort=params),
+        Cell(si(macs), sort=macs),
+        Cell(duration(g.mean("train_time_s")), sort=g.mean("train_time_s")),
+        Cell(f"{g.mean('images_per_s') or 0:,.0f}", sort=g.mean("images_per_s")),
+    ]
+    row += [
+        _latency_cell(g.backend_latency(b, "p50_ms"), g.backend_latency(b, "p99_ms"))
+        for b in backends
+    ]
+    if show_paper:
+        row.append(Cell("–" if paper_acc is None else f"{paper_acc:g}", sort=paper_acc))
+    if data.zoo:
+        row.append(Cell("this study"))
+    if notes:
+        row.append(Cell(f"did not learn: {g.did_not_learn}" if g.did_not_learn else ""))
+    return row
+
+
+def _zoo_row(
+    z: ZooEntry, cols: list[str], backends: list[str], show_paper: bool, notes: bool
+) -> list[Cell]:
+    """A zoo model's row of the results table: its card's numbers."""
+    row = [Cell(_setting_text(k, z.get(k)), sort=_sortable(z.get(k))) for k in cols]
+    val = z.get("best_val_acc")
+    val_se = standard_error(val, z.get("val_images"))
+    row += [
+        Cell(acc_text(z.test_acc, z.test_acc_se), sort=_r(z.test_acc, 100)),
+        Cell("1", sort=1),
+        Cell(acc_text(val, val_se), sort=_r(val, 100)),
+        Cell(si(z.get("params")), sort=z.get("params")),
+        Cell(si(z.get("macs")), sort=z.get("macs")),
+        Cell(duration(z.get("train_time_s")), sort=z.get("train_time_s")),
+        Cell(f"{z.get('images_per_s') or 0:,.0f}", sort=z.get("images_per_s")),
+    ]
+    for b in backends:
+        lat = z.latencies.get(b) or {}
+        row.append(_latency_cell(lat.get("p50_ms"), lat.get("p99_ms")))
+    if show_paper:
+        row.append(Cell("–"))
+    row.append(Cell(f"zoo: {z.name}"))
+    if notes:
+        row.append(Cell(f"did not learn: {z.did_not_learn}" if z.did_not_learn else ""))
+    return row
 
 
 def _plural(n: int, word: str) -> str:
@@ -162,13 +258,17 @@ def _sortable(v: Any) -> float | str | None:
 
 
 def runs_table(data: StudyData) -> Table:
-    """Every complete run, one row each, numbers straight from its summary."""
-    show_latency = any(r.latency for r in data.runs)
+    """Every complete run, one row each, numbers straight from its summary (± its binomial
+    standard error) and its bench.json (batch 1, one thread, per backend)."""
+    backends = backend_order({b for r in data.runs for b in r.latencies})
+    notes = any(r.did_not_learn for r in data.runs)
     headers = ["Run", "Architecture", "Optimizer", "LR", "Dataset", "Epochs", "Seed",
                "Test acc %", "Best val acc %", "Best epoch", "Params", "MACs",
                "Train time s", "Images/s"]  # fmt: skip
-    if show_latency:
-        headers += ["p50 ms", "p99 ms", "Backend", "Threads"]
+    for b in backends:
+        headers += [f"{backend_name(b)} p50 ms", f"{backend_name(b)} p99 ms"]
+    if notes:
+        headers.append("Note")
     rows = []
     for r in data.runs:
         s = r.summary
@@ -180,92 +280,105 @@ def runs_table(data: StudyData) -> Table:
             Cell(str(s.get("dataset"))),
             Cell(str(s.get("epochs")), sort=s.get("epochs")),
             Cell(str(s.get("seed")), sort=s.get("seed")),
-            Cell(pct(s.get("test_acc")), sort=s.get("test_acc")),
-            Cell(pct(s.get("best_val_acc")), sort=s.get("best_val_acc")),
+            Cell(acc_text(r.test_acc, r.test_acc_se), sort=s.get("test_acc")),
+            Cell(acc_text(s.get("best_val_acc"), r.val_acc_se), sort=s.get("best_val_acc")),
             Cell(str(s.get("best_epoch")), sort=s.get("best_epoch")),
             Cell(f"{s.get('params', 0):,}", sort=s.get("params")),
             Cell(f"{s.get('macs', 0):,}", sort=s.get("macs")),
             Cell(f"{s.get('train_time_s', 0):.1f}", sort=s.get("train_time_s")),
             Cell(f"{s.get('images_per_s', 0):.1f}", sort=s.get("images_per_s")),
         ]
-        if show_latency:
-            lat = r.latency or {}
-            row += [
-                Cell(ms(lat.get("p50_ms")), sort=lat.get("p50_ms")),
-                Cell(ms(lat.get("p99_ms")), sort=lat.get("p99_ms")),
-                Cell(str(lat.get("backend", "–"))),
-                Cell(str(lat.get("threads", "–"))),
-            ]
+        for b in backends:
+            lat = r.latencies.get(b, {})
+            row += [Cell(ms(lat.get("p50_ms")), sort=lat.get("p50_ms")),
+                    Cell(ms(lat.get("p99_ms")), sort=lat.get("p99_ms"))]  # fmt: skip
+        if notes:
+            row.append(Cell(f"did not learn: {r.did_not_learn}" if r.did_not_learn else ""))
         rows.append(row)
     numeric = [False, False, False, True, False, True, True] + [True] * 7
-    if show_latency:
-        numeric += [True, True, False, True]
+    numeric += [True] * (2 * len(backends)) + [False] * notes
     return Table(headers, rows, numeric)
 
 
-def _cost(data: StudyData) -> tuple[list[float], str, str]:
-    """The cost axis: batch-1 CPU latency when every group has it, else MACs.
+def _cost(data: StudyData) -> tuple[list[figs.Point], str, str]:
+    """The trade-off figure's points (study settings, then zoo models) and its cost axis:
+    batch-1 latency on one CPU thread when every setting has it, else MACs.
 
     Latency belongs to the architecture, not to how it was trained: settings that share one
     (same model, model arguments and dataset) get the median of all their measurements, so
-    timing noise cannot make one of two identical networks look cheaper than the other.
+    timing noise cannot make one of two identical networks look cheaper than the other. A
+    setting is placed at ORT fp32 when measured (the backend `cnnbench serve` runs).
     """
+    points = []
     if data.has_latency:
         by_arch: dict[str, list[float]] = {}
         for g in data.groups:
-            by_arch.setdefault(_arch_key(g), []).extend(
+            by_arch.setdefault(arch_key(g), []).extend(
                 float(r.latency["p50_ms"]) for r in g.runs if r.latency and r.latency.get("p50_ms")
             )
-        costs = [statistics.median(by_arch[_arch_key(g)]) for g in data.groups]
-        return costs, "batch-1 CPU latency, p50 (ms)", "ms"
-    costs = [(g.mean("macs") or 0.0) / 1e6 for g in data.groups]
-    return costs, "MACs per image (millions)", "M MACs"
+        for g in data.groups:
+            points.append(_point(g, statistics.median(by_arch[arch_key(g)])))
+        for z in data.zoo:
+            placed = placed_latency(z.latencies)
+            if placed is not None:
+                points.append(_zoo_point(z, placed["p50_ms"]))
+        backends = backend_order({b for g in data.groups for b in g.cost_backends})
+        label = f"batch-1 latency p50, 1 thread, {', '.join(map(backend_name, backends))} (ms)"
+        return points, label, "ms"
+    for g in data.groups:
+        points.append(_point(g, (g.mean("macs") or 0.0) / 1e6))
+    for z in data.zoo:
+        if z.get("macs"):
+            points.append(_zoo_point(z, float(z.get("macs")) / 1e6))
+    return points, "MACs per image (millions)", "M MACs"
 
 
-def _arch_key(g: Group) -> str:
-    r = g.runs[0]
-    return repr((g.settings["model"], r.config.get("model_args"), g.settings["dataset"]))
+def _point(g: Group, cost: float) -> figs.Point:
+    err = g.acc_error()[0]
+    return figs.Point(g.label, cost, 100 * (g.mean("test_acc") or 0.0),
+                      None if err is None else 100 * err, str(g.settings["model"]),
+                      failed=bool(g.did_not_learn))  # fmt: skip
+
+
+def _zoo_point(z: ZooEntry, cost: float) -> figs.Point:
+    err = z.test_acc_se
+    return figs.Point(z.label, cost, 100 * (z.test_acc or 0.0), None if err is None else 100 * err,
+                      z.model, zoo=True, failed=bool(z.did_not_learn))  # fmt: skip
 
 
 def _cost_text(value: float, unit: str) -> str:
     return f"{ms(value)} ms" if unit == "ms" else f"{value:.3g} M MACs"
 
 
-def recommendation(data: StudyData) -> tuple[list, list[str]]:
-    """Blocks of the trade-off section, and the plain-words picks (reused by the verdict)."""
-    costs, label, unit = _cost(data)
-    png, front = figs.tradeoff_figure(data.groups, costs, label)
+def tradeoff(data: StudyData, *, recommends: bool = True) -> tuple[list, list[str]]:
+    """Blocks of the trade-off section, and the Pareto front in plain words: with a budget of
+    at least X, ship Y (the study's settings and the zoo's models that learned). With
+    ``recommends`` (no latency-budget recommendation elsewhere), the front is the
+    recommendation."""
+    points, label, unit = _cost(data)
+    png, front = figs.tradeoff_figure(points, label)
     measure = "latency" if unit == "ms" else "compute"
     words = []
-    rows = []
-    for j, i in enumerate(front):
-        g = data.groups[i]
-        nxt = front[j + 1] if j + 1 < len(front) else None
-        budget = f"{_cost_text(costs[i], unit)} ≤ budget" + (
-            f" < {_cost_text(costs[nxt], unit)}" if nxt is not None else ""
-        )
-        acc = g.mean("test_acc")
-        rows.append(
-            [
-                Cell(budget, sort=costs[i]),
-                Cell(g.label),
-                Cell(str(g.settings["dataset"])),
-                Cell(pct(acc), sort=_r(acc, 100)),
-            ]
-        )
+    for i in front:
+        pt = points[i]
         words.append(
-            f"with a {measure} budget of at least **{_cost_text(costs[i], unit)}** per image, "
-            f"ship **{g.label}** ({pct(acc)} % test accuracy)"
+            f"with a {measure} budget of at least **{_cost_text(pt.cost, unit)}** per image, "
+            f"ship **{pt.label}** ({pct(pt.acc / 100)}"
+            + (f" ± {pt.err:.2f}" if pt.err is not None else "")
+            + " % test accuracy)"
         )
     caption = (
-        "Each point is one setting (mean over seeds, bar = ±1 std); black-edged points "
-        "form the Pareto front: nothing else is both cheaper and more accurate."
+        "Each point is one setting (mean over seeds; bar: ±1 std over seeds, or ±1 binomial "
+        "standard error for one run); diamonds are zoo models (shipped, trained elsewhere); "
+        "grey crosses did not learn and are never on the front; black-edged points form the "
+        "Pareto front: nothing else is both cheaper and more accurate."
     )
     blocks: list = [[Figure("tradeoff", f"Test accuracy versus {label}", png, caption, wide=True)]]
-    if data.has_latency:
+    if unit == "ms":
         blocks.append(
-            "Latency is batch-1 inference on the CPU (`cnnbench.bench`, fastest backend), p50; "
-            "settings that share an architecture are placed at the median of its measurements."
+            "Latency is batch-1 inference on one CPU thread (`cnnbench.bench`, each backend in "
+            "a fresh process), p50; settings that share an architecture are placed at the "
+            "median of its measurements, zoo models at their card's figure."
         )
     else:
         blocks.append(
@@ -273,12 +386,14 @@ def recommendation(data: StudyData) -> tuple[list, list[str]]:
             f"`{rundir.BENCH}`), so the cost axis is MACs, a proxy that ignores memory traffic "
             "and kernel efficiency."
         )
-    blocks.append(
-        "**Recommendation, most accurate model under each budget:** " + "; ".join(words) + "."
-    )
-    blocks.append(
-        Table(["Budget", "Ship", "Dataset", "Test acc %"], rows, [True, False, False, True])
-    )
+    unplaced = [z.label for z in data.zoo if unit == "ms" and placed_latency(z.latencies) is None]
+    if unplaced:
+        blocks.append("Not on the figure (no latency on the card): " + ", ".join(unplaced) + ".")
+    if words:
+        head = "**Pareto front:** "
+        if recommends:
+            head = "**Recommendation, most accurate model under each budget:** "
+        blocks.append(head + "; ".join(words) + ".")
     datasets = {str(g.settings["dataset"]) for g in data.groups}
     if len(datasets) > 1:
         blocks.append(
@@ -288,45 +403,124 @@ def recommendation(data: StudyData) -> tuple[list, list[str]]:
     return blocks, words
 
 
+def _budget_text(ms_value: float) -> str:
+    return f"≤ {ms_value:g} ms"
+
+
+def _ship_rows(chosen: list[ship.Pick], many: bool) -> list[list[Cell]]:
+    rows = []
+    for p in chosen:
+        c = p.choice
+        head = [Cell(_budget_text(p.budget_ms), sort=p.budget_ms)]
+        head += [Cell(p.dataset)] if many else []
+        if c is None:
+            f = p.fastest
+            assert f is not None
+            why = f"nothing fits (fastest: {f.label}, {backend_name(f.backend)}, {ms(f.p50_ms)} ms)"
+            rows.append([*head, Cell(why)] + [Cell("–")] * 6)
+            continue
+        acc = acc_text(c.acc, c.err) + (f" ({c.err_kind})" if c.err is not None else "")
+        rows.append(
+            [
+                *head,
+                Cell(c.label, bold=True),
+                Cell(c.source),
+                Cell(backend_name(c.backend)),
+                Cell(acc, sort=_r(c.acc, 100)),
+                Cell(ms(c.p50_ms), sort=c.p50_ms),
+                Cell(ms(c.p99_ms), sort=c.p99_ms),
+                Cell(f"`{c.command}`"),
+            ]
+        )
+    return rows
+
+
+def ship_section(data: StudyData) -> tuple[list | None, list[ship.Pick]]:
+    """The recommendation: per latency budget (p50, batch 1, one thread), the most accurate
+    model (a study setting or a zoo model) that fits, its backend and the command that
+    serves it; None when nothing has a latency."""
+    cands, unmeasured = ship.candidates(data)
+    if not cands:
+        return None, []
+    chosen = ship.picks(cands)
+    many = len({p.dataset for p in chosen}) > 1
+    rows = _ship_rows(chosen, many)
+    headers = ["p50 budget", *(["Dataset"] if many else []), "Ship", "From", "Backend",
+               "Test acc %", "p50 ms", "p99 ms", "Serve it"]  # fmt: skip
+    numeric = [True, *([False] if many else []), False, False, False, True, True, True, False]
+    blocks: list = [
+        "**Recommendation:** for each latency budget, the most accurate model whose measured "
+        "p50 fits (batch 1, one CPU thread), among this study's settings that learned and the "
+        "zoo's models of the same dataset, on ONNX Runtime fp32 or int8. ± is the binomial "
+        "standard error (SE) of the test accuracy, or the standard deviation over seeds (std); "
+        "an int8 row's accuracy is the int8 model's own.",
+        Table(headers, rows, numeric),
+    ]
+    if any(p.choice and p.choice.backend != ship.COST_BACKEND for p in chosen):
+        blocks.append(
+            "`cnnbench serve` runs the fp32 ONNX model (the ORT fp32 figures); an ORT int8 "
+            "pick's file is written by `cnnbench export <run or zoo name> --int8` "
+            "(`export/model.int8.onnx`), which `cnnbench serve` does not load yet."
+        )
+    if unmeasured:
+        blocks.append(
+            "Int8 latency measured but int8 accuracy not (so never recommended on int8): "
+            + ", ".join(unmeasured)
+            + "; `cnnbench export <run> --int8` measures it and the next report uses it."
+        )
+    if data.failed:
+        blocks.append(
+            "Left out because they did not learn: "
+            + ", ".join(g.label for g in data.failed)
+            + " (see Results)."
+        )
+    return blocks, chosen
+
+
+def _paper_row(g: Group, paper: float, failed: bool) -> list[Cell]:
+    acc = g.mean("test_acc")
+    ours = None if acc is None else 100 * acc
+    delta = None if ours is None else ours - paper
+    train_n = g.mean("train_images")
+    err, kind = g.acc_error()
+    row = [
+        Cell(str(g.settings["model"])),
+        Cell(str(g.settings["optimizer"])),
+        Cell(f"{g.settings['lr']:g}", sort=g.settings["lr"]),
+        Cell(str(g.settings["epochs"]), sort=g.settings["epochs"]),
+        Cell(f"{train_n:,.0f}" if train_n else "–", sort=train_n),
+        Cell(acc_text(acc, err) + f" ({kind}, n={len(g.runs)})", sort=ours),
+        Cell(f"{paper:g}", sort=paper),
+        Cell(
+            "–" if delta is None else f"{delta:+.2f}",
+            sort=delta,
+            bold=delta is not None and delta > 0 and not g.did_not_learn,
+        ),
+    ]
+    if failed:
+        row.append(Cell(f"did not learn: {g.did_not_learn}" if g.did_not_learn else ""))
+    return row
+
+
 def paper_section(data: StudyData) -> list | None:
     matches = [(g, paper_match(g)) for g in data.groups]
     matches = [(g, p) for g, p in matches if p is not None]
     if not matches:
         return None
-    rows = []
-    for g, paper in matches:
-        acc, std = g.mean("test_acc"), g.std("test_acc")
-        ours = None if acc is None else 100 * acc
-        delta = None if ours is None else ours - paper
-        train_n = g.mean("train_images")
-        rows.append(
-            [
-                Cell(str(g.settings["model"])),
-                Cell(str(g.settings["optimizer"])),
-                Cell(f"{g.settings['lr']:g}", sort=g.settings["lr"]),
-                Cell(str(g.settings["epochs"]), sort=g.settings["epochs"]),
-                Cell(f"{train_n:,.0f}" if train_n else "–", sort=train_n),
-                Cell(
-                    pct(acc) + (f" ± {100 * std:.2f}" if std else "") + f" (n={len(g.runs)})",
-                    sort=ours,
-                ),
-                Cell(f"{paper:g}", sort=paper),
-                Cell(
-                    "–" if delta is None else f"{delta:+.2f}",
-                    sort=delta,
-                    bold=delta is not None and delta > 0,
-                ),
-            ]
-        )
+    failed = any(g.did_not_learn for g, _ in matches)
+    rows = [_paper_row(g, paper, failed) for g, paper in matches]
     smaller = [g for g, _ in matches if (g.mean("train_images") or 0) < 40000]
     headers = ["Architecture", "Optimizer", "LR", "Epochs", "Train images", "Ours %", "Paper %",
-               "Δ pp"]  # fmt: skip
+               "Δ pp", *(["Note"] if failed else [])]  # fmt: skip
     blocks: list = [
         "The paper's Table 1 reports one CIFAR-10 test accuracy per setting (one run, full "
-        "training split, about 15-25 epochs). Rows of this study with the same architecture, "
-        "optimizer and learning rate on CIFAR-10 are compared below; Δ is ours minus the paper "
-        "in percentage points (bold: we beat it).",
-        Table(headers, rows, [False, False, True, True, True, True, True, True]),
+        "training split, about 15-25 epochs). Rows of this study with the same architecture "
+        "(as registered, no model arguments), optimizer and learning rate on CIFAR-10 are "
+        "compared below; ours is ± its binomial standard error (SE) or the standard deviation "
+        "over seeds (std); Δ is ours minus the paper in percentage points (bold: we beat it).",
+        Table(
+            headers, rows, [False, False, True, True, True, True, True, True, False][: len(headers)]
+        ),
     ]
     if smaller:
         blocks.append(
@@ -359,6 +553,9 @@ def transfer_section(data: StudyData) -> list | None:
         parent_dir = resolve_parent(str(t.get("parent", "")), data.path)
         parent = rundir.read_summary(parent_dir) if parent_dir is not None else None
         p_acc = parent.get("test_acc") if parent else None
+        p_se = None
+        if parent:
+            p_se = parent.get("test_acc_se") or standard_error(p_acc, parent.get("test_images"))
         c_acc = r.summary.get("test_acc")
         ratio = c_acc / p_acc if (p_acc and c_acc is not None) else None
         rows.append(
@@ -368,8 +565,8 @@ def transfer_section(data: StudyData) -> list | None:
                 Cell(parent_dir.name if parent_dir else f"{t.get('parent')} (not found)"),
                 Cell(f"{parent.get('dataset')}" if parent else "–"),
                 Cell(str(r.summary.get("dataset"))),
-                Cell(pct(p_acc), sort=p_acc),
-                Cell(pct(c_acc), sort=c_acc),
+                Cell(acc_text(p_acc, p_se), sort=p_acc),
+                Cell(acc_text(c_acc, r.test_acc_se), sort=c_acc),
                 Cell("–" if ratio is None else f"{ratio:.3f}", sort=ratio),
             ]
         )
@@ -378,9 +575,9 @@ def transfer_section(data: StudyData) -> list | None:
     headers = ["Child run", "Policy", "Parent run", "Parent dataset", "Child dataset",
                "Parent acc %", "Child acc %", "Child / parent"]  # fmt: skip
     return [
-        "Fine-tuned children of a parent run. The ratio child / parent compares test "
-        "accuracies on each model's own dataset: it says how much of the parent's skill the "
-        "policy keeps, not which dataset is harder.",
+        "Fine-tuned children of a parent run (accuracies ± binomial standard error). The "
+        "ratio child / parent compares test accuracies on each model's own dataset: it says "
+        "how much of the parent's skill the policy keeps, not which dataset is harder.",
         Table(headers, rows, [False] * 5 + [True] * 3),
     ]
 
@@ -426,10 +623,14 @@ def environment_section(data: StudyData) -> list:
         [Cell("Git commit"), Cell(distinct("git_commit"))],
         [Cell("Libraries"), Cell(libraries or "–")],
     ]
-    lat = [r.latency for r in data.runs if r.latency]
-    if lat:
-        backends = sorted({f"{x.get('backend')} with {x.get('threads')} thread(s)" for x in lat})
-        env_rows.append([Cell("Latency measured"), Cell("; ".join(backends))])
+    measured = backend_order({b for r in data.runs for b in r.latencies})
+    if measured:
+        names = ", ".join(f"{backend_name(b)} ({b})" for b in measured)
+        env_rows.append(
+            [Cell("Latency measured"), Cell(f"{names}; batch 1, 1 thread, CPU, fresh process each")]
+        )
+    if data.zoo:
+        env_rows.append([Cell("Zoo models shown"), Cell(", ".join(z.name for z in data.zoo))])
     blocks: list = [Table(["Setting", "Value"], env_rows, sortable=False)]
     source = data.source or f"<the study file of {data.name}>"
     blocks.append(
@@ -459,45 +660,75 @@ def environment_section(data: StudyData) -> list:
     return blocks
 
 
-def _best_group(data: StudyData) -> Group:
-    """The most accurate setting (mean test accuracy over its seeds)."""
-    return max(data.groups, key=lambda g: g.mean("test_acc") or -1.0)
+def _best_group(data: StudyData) -> Group | None:
+    """The most accurate setting that learned (mean test accuracy over its seeds)."""
+    learned = data.learned
+    return max(learned, key=lambda g: g.mean("test_acc") or -1.0) if learned else None
+
+
+def _latency_phrase(best: Group) -> str:
+    names = ", ".join(map(backend_name, best.cost_backends))
+    return f"{ms(best.cost_latency)} ms per image ({names}, batch 1, one CPU thread)"
 
 
 def _cost_phrase(best: Group) -> str:
     if best.cost_latency is not None:
-        return f"{ms(best.cost_latency)} ms per image at batch 1 on the CPU"
+        return _latency_phrase(best)
     return f"{si(best.mean('macs'))} MACs per image"
 
 
-def verdict(best: Group) -> list[tuple[str, str, str]]:
-    """The headline facts of the best setting: (label, value, detail) rows."""
-    acc, std = best.mean("test_acc"), best.std("test_acc")
+def _spread(g: Group) -> str:
+    err, kind = g.acc_error()
+    if err is None:
+        return _plural(len(g.runs), "run")
+    if kind == "std":
+        return f"± {100 * err:.2f}, std over {len(g.runs)} seeds"
+    return f"± {100 * err:.2f}, binomial SE of 1 run"
+
+
+def verdict(best: Group | None) -> list[tuple[str, str, str]]:
+    """The headline facts of the best setting that learned: (label, value, detail) rows."""
+    if best is None:
+        return [("Best model", "none learned", "every setting did not learn: see Results")]
     epochs = _plural(best.settings["epochs"], "epoch")
-    spread = (
-        f"± {100 * std:.2f} over {len(best.runs)} seeds"
-        if std is not None
-        else f"{len(best.runs)} run"
-    )
     rows = [
         ("Best model", best.label, f"{best.settings['dataset']}, {epochs}"),
-        ("Test accuracy", f"{pct(acc)} %", spread),
+        ("Test accuracy", f"{pct(best.mean('test_acc'))} %", _spread(best)),
     ]
     if best.cost_latency is not None:
-        p99 = f"p99 {ms(best.latency('p99_ms'))} ms"
+        names = ", ".join(map(backend_name, best.cost_backends))
+        p99 = f"p99 {ms(best.latency('p99_ms'))} ms; {names}, 1 thread"
         rows.append(("Batch-1 CPU latency", f"{ms(best.cost_latency)} ms", p99))
     params = f"{si(best.mean('params'))} parameters"
     rows.append(("Cost", f"{si(best.mean('macs'))} MACs", params))
     return rows
 
 
-def verdict_text(best: Group, words: list[str]) -> str:
-    """The verdict in one or two sentences (the cheaper pick too, when there is one)."""
-    text = (
-        f"**{best.label}** is the most accurate model of this study: "
-        f"{pct(best.mean('test_acc'))} % on {best.settings['dataset']} at {_cost_phrase(best)}."
+def _pick_phrase(p: ship.Pick) -> str:
+    c = p.choice
+    assert c is not None
+    where = "from the zoo" if c.source == "zoo" else "trained here"
+    return (
+        f"under a {p.budget_ms:g} ms p50 budget ship **{c.label}** ({acc_text(c.acc, c.err)} %, "
+        f"{backend_name(c.backend)} {ms(c.p50_ms)} ms, {where}: `{c.command}`)"
     )
-    if words and len(words) > 1:
+
+
+def verdict_text(best: Group | None, words: list[str], picks: list[ship.Pick]) -> str:
+    """The verdict in a few sentences: the study's best, then what to ship on a budget."""
+    if best is None:
+        text = "No setting of this study learned (see Results)."
+    else:
+        text = (
+            f"**{best.label}** is the most accurate model of this study that learned: "
+            f"{pct(best.mean('test_acc'))} % ({_spread(best)}) on {best.settings['dataset']} "
+            f"at {_cost_phrase(best)}."
+        )
+    fitting = [p for p in picks if p.choice is not None]
+    if fitting:
+        chosen = [fitting[0]] + ([fitting[-1]] if fitting[-1].choice != fitting[0].choice else [])
+        text += " What to ship: " + "; ".join(_pick_phrase(p) for p in chosen) + "."
+    elif words and len(words) > 1:
         text += " On a tighter budget: " + words[0] + "."
     return text
 
@@ -506,9 +737,29 @@ def results_section(data: StudyData) -> Section:
     blocks: list = [
         results_table(data),
         "Test accuracy is measured once per run, on the test split, with the checkpoint of the "
-        "best validation epoch; mean ± sample standard deviation over the seeds (n). "
-        "Best values per column are bold; click a column header to sort (HTML).",
+        "best validation epoch. ± is the binomial standard error of one run's accuracy (n = 1) "
+        "or the sample standard deviation over its seeds (n > 1). Latency is batch 1 on one "
+        "CPU thread, per backend (ORT: ONNX Runtime). Best values per column are bold (among "
+        "the models that learned); click a column header to sort (HTML).",
     ]
+    if data.zoo:
+        blocks.append(
+            "Rows marked *zoo* are shipped models (`cnnbench zoo`) of the same dataset, trained "
+            "elsewhere with their own recipe and budget (see Epochs, Train time): their numbers "
+            "are their cards'. `cnnbench zoo` lists them."
+        )
+    failed = [(g.label, g.did_not_learn) for g in data.failed]
+    failed += [(z.label, z.did_not_learn) for z in data.zoo if z.did_not_learn]
+    if failed:
+        listed = "; ".join(f"**{label}**: {why}" for label, why in failed)
+        blocks.append(
+            f"**{_plural(len(failed), 'model')} did not learn** and "
+            f"{'is' if len(failed) == 1 else 'are'} kept out of the Pareto front, the bold best "
+            f"values and every recommendation: {listed}. A run did not learn when its test "
+            f"accuracy is not above chance by a one-sided exact binomial test (p ≥ {ALPHA:g}), "
+            "or its predictions collapsed onto a few classes (one class takes more than half, "
+            "or fewer than half of the classes are ever predicted); see `cnnbench.verdict`."
+        )
     if data.missing:
         listed = ", ".join(f"`{m}`" for m in data.missing)
         blocks.append(f"**{len(data.missing)} run(s) not complete yet** and left out: {listed}.")
@@ -532,7 +783,13 @@ def comparisons_section(data: StudyData) -> Section | None:
 
 def curves_section(data: StudyData) -> Section:
     curves = [
-        Figure(f"curves-{i:02d}", g.label + f" ({g.settings['dataset']})", figs.curves_figure(g))
+        Figure(
+            f"curves-{i:02d}",
+            g.label
+            + f" ({g.settings['dataset']})"
+            + (" — did not learn" if g.did_not_learn else ""),
+            figs.curves_figure(g),
+        )
         for i, g in enumerate(data.groups)
     ]
     return Section(
@@ -569,10 +826,15 @@ def build_document(data: StudyData) -> Document:
         raise ReportError(f"{data.path}: no complete run to report on")
     best = _best_group(data)
     results = results_section(data)
-    trade_blocks, words = recommendation(data)
-    runs_text = f"One row per run, numbers exactly as in its `{rundir.SUMMARY}`."
+    ship_blocks, picks = ship_section(data)
+    trade_blocks, words = tradeoff(data, recommends=ship_blocks is None)
+    runs_text = (
+        f"One row per run, numbers exactly as in its `{rundir.SUMMARY}` (± its binomial "
+        f"standard error) and its `{rundir.BENCH}` (batch 1, one thread)."
+    )
     sections = [
         results,
+        _optional("ship", "What to ship", ship_blocks),
         Section("tradeoff", "Accuracy versus cost", trade_blocks),
         comparisons_section(data),
         curves_section(data),
@@ -587,7 +849,7 @@ def build_document(data: StudyData) -> Document:
         title=f"cnnbench study: {data.name}",
         subtitle=_subtitle(data),
         verdict=verdict(best),
-        verdict_text=verdict_text(best, words),
+        verdict_text=verdict_text(best, words, picks),
         sections=[s for s in sections if s is not None],
         footer=f"Written by `cnnbench report` on {stamp}. Self-contained: no network needed.",
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cnnbench.report.collect import Group, StudyData, pareto_front
@@ -122,7 +123,8 @@ def curves_figure(group: Group) -> bytes:
     ax_loss.legend(loc="upper right")
     n = len(group.runs)
     seeds = f" ({n} seeds)" if n > 1 else ""
-    ax_loss.set_title(f"{group.label}\n{group.settings['dataset']}{seeds}", fontsize=9.5)
+    failed = " — did not learn" if group.did_not_learn else ""
+    ax_loss.set_title(f"{group.label}\n{group.settings['dataset']}{seeds}{failed}", fontsize=9.5)
     fig.tight_layout()
     return _png(fig)
 
@@ -171,6 +173,7 @@ def comparisons(data: StudyData) -> list[tuple[str, str, bytes, int]]:
             for i, g in enumerate(ordered):
                 color = _COLORS[i % len(_COLORS)]
                 label = " · ".join(_value_text(g.settings[k]) for k in keys)
+                label += " (did not learn)" if g.did_not_learn else ""
                 _plot_group(ax, g, "val_acc", color, "-", label, scale=100)
                 _plot_group(ax, g, "train_acc", color, ":", None, scale=100)
             ax.set_title(_context_title(ctx), fontsize=9)
@@ -201,37 +204,56 @@ def _context_title(ctx: dict[str, Any]) -> str:
     return text if len(text) <= 48 else text[:46] + "…"
 
 
-def tradeoff_figure(
-    groups: Sequence[Group], costs: Sequence[float], cost_label: str, log_x: bool = True
-) -> tuple[bytes, list[int]]:
-    """Test accuracy versus cost, seed spread as error bars, the Pareto front drawn as a step
-    line. Returns the PNG and the indices of the front (by increasing cost)."""
-    plt = _plt()
-    accs = [100 * (g.mean("test_acc") or 0.0) for g in groups]
-    front = pareto_front(list(zip(costs, accs, strict=True)))
-    models = sorted({str(g.settings["model"]) for g in groups})
-    fig, ax = plt.subplots(figsize=(7.6, 4.4))
-    for i, g in enumerate(groups):
-        color = _COLORS[models.index(str(g.settings["model"])) % len(_COLORS)]
-        std = g.std("test_acc")
+@dataclass
+class Point:
+    """One model on the trade-off figure: a study setting or a zoo model."""
+
+    label: str
+    cost: float
+    acc: float  # test accuracy, %
+    err: float | None  # ± in percentage points (seed std or binomial SE)
+    model: str  # the architecture: one colour each
+    zoo: bool = False
+    failed: bool = False  # did not learn: drawn, never on the front
+
+
+def _draw_points(ax: Any, points: Sequence[Point], front: list[int], models: list[str]) -> None:
+    """Each model as a marker with its error bar: study runs dots, zoo models diamonds, runs
+    that did not learn grey crosses; the front black-edged."""
+    for i, p in enumerate(points):
+        color = "#9ca3af" if p.failed else _COLORS[models.index(p.model) % len(_COLORS)]
+        on_front = i in front
         ax.errorbar(
-            costs[i],
-            accs[i],
-            yerr=100 * std if std else None,
-            fmt="o",
+            p.cost,
+            p.acc,
+            yerr=p.err if p.err else None,
+            fmt="x" if p.failed else ("D" if p.zoo else "o"),
             color=color,
-            ms=7 if i in front else 5,
-            mec="black" if i in front else color,
-            mew=1.2 if i in front else 0,
+            ms=7 if on_front else 5,
+            mec="black" if on_front else color,
+            mew=1.2 if on_front or p.failed else 0,
             alpha=0.95,
             capsize=3,
             zorder=3,
         )
-    fx = [costs[i] for i in front]
-    fy = [accs[i] for i in front]
+
+
+def tradeoff_figure(
+    points: Sequence[Point], cost_label: str, log_x: bool = True
+) -> tuple[bytes, list[int]]:
+    """Test accuracy versus cost, uncertainty as error bars, the Pareto front of the models
+    that learned drawn as a step line; zoo models are diamonds, runs that did not learn grey
+    crosses. Returns the PNG and the indices of the front (by increasing cost)."""
+    plt = _plt()
+    eligible = [i for i, p in enumerate(points) if not p.failed]
+    sub = pareto_front([(points[i].cost, points[i].acc) for i in eligible])
+    front = [eligible[j] for j in sub]
+    models = sorted({p.model for p in points})
+    fig, ax = plt.subplots(figsize=(7.6, 4.4))
+    _draw_points(ax, points, front, models)
     ax.step(
-        fx,
-        fy,
+        [points[i].cost for i in front],
+        [points[i].acc for i in front],
         where="post",
         color="#111827",
         lw=1.2,
@@ -241,8 +263,8 @@ def tradeoff_figure(
     )
     for i in front:
         ax.annotate(
-            groups[i].label,
-            (costs[i], accs[i]),
+            points[i].label,
+            (points[i].cost, points[i].acc),
             textcoords="offset points",
             xytext=(6, -11),
             fontsize=7.5,
@@ -250,7 +272,12 @@ def tradeoff_figure(
         )
     for j, m in enumerate(models):
         ax.plot([], [], "o", color=_COLORS[j % len(_COLORS)], label=m)
-    if log_x and min(costs) > 0 and max(costs) / min(costs) > 5:
+    if any(p.zoo for p in points):
+        ax.plot([], [], "D", color="#6b7280", label="zoo model (shipped, not trained here)")
+    if any(p.failed for p in points):
+        ax.plot([], [], "x", color="#9ca3af", mew=1.2, label="did not learn")
+    costs = [p.cost for p in points]
+    if log_x and costs and min(costs) > 0 and max(costs) / min(costs) > 5:
         ax.set_xscale("log")
     ax.set_xlabel(cost_label)
     ax.set_ylabel("test accuracy (%)")

@@ -13,12 +13,20 @@ A study file looks like::
 
 Every expanded run is validated as a RunConfig before anything trains; any problem (unknown
 key, bad value, empty grid, two identical runs) is one ConfigError line naming where it is.
+
+Run names come from what the file wrote, not from the resolved configs: a setting is "varied"
+when the study's runs write it differently (and it resolves differently), and a run that uses
+a recipe names only the varied settings it wrote itself; ``recipe<name>`` stands for what the
+recipe filled in. So ``{recipe: fast, budget_minutes: 1.25, model: fastnet_small}`` beside
+runs with ``epochs`` and ``train_subset`` is ``fastnet_small-sgd-lr0.75-budgetminutes1.25-
+recipefast-s0``, not a list of twenty recipe values.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,14 +115,24 @@ def _name_part(key: str, value: Any) -> str:
     return _SAFE.sub("_", part).strip("_")
 
 
-def run_name(config: dict[str, Any], varied: list[str]) -> str:
-    """``model-[dataset-]optimizer-lrX-[other varied settings-]sY``, deterministic."""
+def run_name(
+    config: dict[str, Any], varied: list[str], written: Collection[str] | None = None
+) -> str:
+    """``model-[dataset-]optimizer-lrX-[other varied settings-]sY``, deterministic.
+
+    ``config`` is the resolved run; ``written``, when given, the settings the study file set
+    for it. A run with a recipe then names only the varied settings it wrote (the recipe's
+    own values are summed up by ``recipe<name>``); a run without one names every varied
+    setting, as always. ``model``, ``optimizer``, ``lr`` and ``seed`` always appear.
+    """
     keys = ["model"]
     if "dataset" in varied:
         keys.append("dataset")
     keys += ["optimizer", "lr"]
-    keys += sorted(k for k in varied if k not in keys and k not in (*_ALWAYS, "dataset"))
-    keys.append("seed")
+    others = sorted(k for k in varied if k not in keys and k not in (*_ALWAYS, "dataset"))
+    if written is not None and config.get("recipe"):
+        others = [k for k in others if k in written]
+    keys += [*others, "seed"]
     return "-".join(_name_part(k, config.get(k)) for k in keys)
 
 
@@ -159,14 +177,20 @@ def parse_study(data: Any, *, default_name: str = "study", source: str | None = 
         raise ConfigError("the study has no runs: give a non-empty grid: and/or runs: list")
     raw = _expand(base, grid, explicit if explicit is not None else [{}])
     resolved = _resolve(raw, by_entry=explicit is not None)
+    written = [cfg for _, cfg in raw]
+    # Varied: written differently by the file AND resolving differently (a recipe's values
+    # differ between models, but the file did not choose them; `lr: 0.1` vs `lr: 1.0e-1`
+    # is no difference). Without recipes this is exactly "resolves differently".
     varied = sorted(
         k
         for k in RunConfig.model_fields
-        if k not in EXECUTION_KEYS and len({yaml.safe_dump(r[k]) for r in resolved}) > 1
+        if k not in EXECUTION_KEYS
+        and len({(k in w, _canonical(w.get(k))) for w in written}) > 1
+        and len({_canonical(r[k]) for r in resolved}) > 1
     )
     return Study(
         name=name,
-        runs=_named_runs(resolved, varied),
+        runs=_named_runs(resolved, written, varied),
         source=source,
         description=str(data.get("description") or "").strip(),
         varied=varied,
@@ -218,18 +242,37 @@ def _resolve(raw: list[tuple[str, dict[str, Any]]], *, by_entry: bool) -> list[d
     return resolved
 
 
-def _named_runs(resolved: list[dict[str, Any]], varied: list[str]) -> list[RunConfig]:
-    """The runs with their names (given, or made from the varied settings); no two alike."""
+def _canonical(value: Any) -> str:
+    return yaml.safe_dump(value, sort_keys=True)
+
+
+def _same_run_error(first: int, second: int, name: str) -> ConfigError:
+    return ConfigError(
+        f"runs {first + 1} and {second + 1} of the study are the same run ({name}); "
+        "remove the duplicate or give one a different setting"
+    )
+
+
+def _named_runs(
+    resolved: list[dict[str, Any]], written: list[dict[str, Any]], varied: list[str]
+) -> list[RunConfig]:
+    """The runs with their names (given, or made from the varied settings); no two alike,
+    by name or (for unnamed runs) by resolved settings."""
     runs: list[RunConfig] = []
     seen: dict[str, int] = {}
-    for i, cfg in enumerate(resolved):
-        name_i = cfg.get("name") or run_name(cfg, varied)
+    same: dict[str, int] = {}  # resolved settings of unnamed runs -> index
+    for i, (cfg, wrote) in enumerate(zip(resolved, written, strict=True)):
+        name_i = cfg.get("name") or run_name(cfg, varied, wrote)
         if name_i in seen:
-            raise ConfigError(
-                f"runs {seen[name_i] + 1} and {i + 1} of the study are the same run ({name_i}); "
-                "remove the duplicate or give one a different setting"
-            )
+            raise _same_run_error(seen[name_i], i, name_i)
         seen[name_i] = i
+        if not cfg.get("name"):
+            # Two unnamed runs can only resolve alike under different names when a recipe
+            # filled in what the other wrote: still the same run.
+            key = _canonical({k: v for k, v in cfg.items() if k not in EXECUTION_KEYS})
+            if key in same:
+                raise _same_run_error(same[key], i, name_i)
+            same[key] = i
         runs.append(load_config({**cfg, "name": name_i}))
     return runs
 
