@@ -228,6 +228,18 @@ def test_budget_run_writes_its_resolved_epochs(data_dir, tmp_path):
     assert train(cfg, runs_dir=tmp_path, resume=True, progress=False) == summary
 
 
+def test_budget_shorter_than_an_epoch_trains_one_epoch_of_what_fits(data_dir, tmp_path):
+    cfg = load_config({"model": "resnet8", "data_dir": str(data_dir), "budget_minutes": 0.004,
+                       "train_subset": 3000, "val_size": 100, "test_subset": 100,
+                       "batch_size": 100, "threads": 1, "name": "cut"})  # fmt: skip
+    summary = train(cfg, runs_dir=tmp_path, progress=False)
+    written = yaml.safe_load((tmp_path / "cut" / "config.yaml").read_text())
+    assert summary["budget"]["epoch_s_estimate"] > 0.004 * 60  # one epoch did not fit
+    assert written["epochs"] == 1 and 100 <= written["train_subset"] < 3000
+    assert summary["train_images"] == written["train_subset"]
+    assert train(cfg, runs_dir=tmp_path, resume=True, progress=False) == summary
+
+
 # --- recipes -----------------------------------------------------------------------------------
 
 

@@ -5,7 +5,8 @@ trainer times ``warmup + timed`` steps on a throw-away copy of the model and opt
 batches, real augmentation, the EMA update included), adds the validation pass, and picks the
 largest whole number of epochs that fits; the schedule is then built for that many epochs
 and the number is written to ``config.yaml``, so the run is reproducible on any machine with
-``--epochs``. The real time is recorded beside the budget in ``summary.json``.
+``--epochs``. When not even one epoch fits, the run trains one epoch on the seeded subset of
+training images that fits (``train_subset``, also written to ``config.yaml``). The real time is recorded beside the budget in ``summary.json``.
 """
 
 from __future__ import annotations

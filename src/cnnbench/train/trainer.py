@@ -371,7 +371,8 @@ def _open(
     old = rundir.config()
     if old is not None:
         if config.budget_minutes is not None and old.get("budget_minutes") == config.budget_minutes:
-            config = RunConfig.model_validate({**config.model_dump(), "epochs": old["epochs"]})
+            resolved = {k: old[k] for k in ("epochs", "train_subset") if k in old}
+            config = RunConfig.model_validate({**config.model_dump(), **resolved})
         _check_same_config(old, config, rundir.path)
     if rundir.is_complete():
         return None, None
@@ -411,6 +412,8 @@ def _prepare(
     calibration = None
     if config.budget_minutes is not None and ckpt is None:
         config, calibration = _resolve_budget(config, model, data, init, loss_fn, device)
+        if calibration["train_subset"] is not None:  # the budget cut the training split
+            data = _Data(ds, config, device, dist_info)
     barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
     if dist_info.is_main:
         rundir.path.mkdir(parents=True, exist_ok=True)
@@ -514,15 +517,23 @@ def _resolve_budget(
         eval_s = budget.time_eval(model, xb, sync=sync) * math.ceil(n_val / config.eval_batch_size)
     steps = -(-data.x_train.shape[0] // config.batch_size)
     epoch_s = steps * step_s + eval_s
-    epochs = budget.epochs_for_budget(config.budget_minutes * 60, epoch_s)
+    budget_s = config.budget_minutes * 60
+    epochs = budget.epochs_for_budget(budget_s, epoch_s)
+    updates: dict[str, Any] = {"epochs": epochs}
+    n_train = data.x_train.shape[0]
+    if epoch_s > budget_s:  # not even one epoch fits: one epoch of the images that do
+        per_image = step_s / config.batch_size
+        fit = int(max(0.0, budget_s - eval_s) / per_image)
+        updates["train_subset"] = max(min(config.batch_size, n_train), min(n_train, fit))
     if config.warmup_epochs and config.warmup_epochs >= epochs:
         raise ConfigError(
             f"a {config.budget_minutes:g}-minute budget fits {epochs} epoch(s) on this machine, "
             f"not more than warmup_epochs ({config.warmup_epochs}); give a larger budget"
         )
-    resolved = RunConfig.model_validate({**config.model_dump(), "epochs": epochs})
-    info = {"budget_s": config.budget_minutes * 60, "step_s": step_s, "eval_s": eval_s,
+    resolved = RunConfig.model_validate({**config.model_dump(), **updates})
+    info = {"budget_s": budget_s, "step_s": step_s, "eval_s": eval_s,
             "epoch_s_estimate": epoch_s, "epochs": epochs,
+            "train_subset": updates.get("train_subset"),
             "calibration_s": time.perf_counter() - t0}  # fmt: skip
     return resolved, info
 
