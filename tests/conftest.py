@@ -40,3 +40,30 @@ def cifar10(data_dir: Path):
     from cnnbench.data import load_dataset
 
     return load_dataset("cifar10", data_dir=data_dir, show_progress=False)
+
+
+@pytest.fixture(scope="session")
+def trained_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LeNet-5 trained for a few seconds on a small real CIFAR-10 subset (export and
+    inference tests share it: trained once per session)."""
+    from cnnbench.train import load_config, train
+
+    runs = tmp_path_factory.mktemp("trained-runs")
+    cfg = load_config(
+        {
+            "model": "lenet5",
+            "dataset": "cifar10",
+            "optimizer": "adam",
+            "lr": 0.002,
+            "epochs": 2,
+            "batch_size": 64,
+            "train_subset": 2000,
+            "val_size": 500,
+            "test_subset": 500,
+            "threads": 1,
+            "name": "tiny",
+            "data_dir": str(data_dir),
+        }
+    )
+    train(cfg, runs_dir=runs, progress=False)
+    return runs / "tiny"

@@ -49,3 +49,15 @@ def did_not_learn(summary: dict[str, Any], num_classes: int | None = None) -> st
     if p >= ALPHA:
         return f"test accuracy {acc:.2%} is not above chance ({1 / k:.0%}; binomial p = {p:.2g})"
     return collapsed(counts) if counts else None
+
+
+def recorded_verdict(summary: dict[str, Any], num_classes: int | None = None) -> str | None:
+    """The summary's own ``did_not_learn`` (None: it learned); computed for summaries that
+    predate the key, and None when a hand-made summary's values cannot be judged."""
+    if "did_not_learn" in summary:
+        reason = summary["did_not_learn"]
+        return str(reason) if reason else None
+    try:
+        return did_not_learn(summary, num_classes)
+    except (TypeError, ValueError):
+        return None

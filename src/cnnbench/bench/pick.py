@@ -136,15 +136,11 @@ def _zoo_entries(datasets: set[str]) -> list[tuple[str, Path]]:
 
 def _learn_verdict(summary: dict[str, Any]) -> str | None:
     """Why the run did not learn (its summary's verdict, computed for older summaries)."""
-    if "did_not_learn" in summary:
-        return str(summary["did_not_learn"]) if summary["did_not_learn"] else None
-    from cnnbench.verdict import did_not_learn
+    from cnnbench.verdict import recorded_verdict
 
-    k = {"cifar10": 10, "cifar100": 100}.get(str(summary.get("dataset")))
-    try:
-        return did_not_learn(summary, k)
-    except (TypeError, ValueError):
-        return None
+    return recorded_verdict(
+        summary, {"cifar10": 10, "cifar100": 100}.get(str(summary.get("dataset")))
+    )
 
 
 def _classify(

@@ -369,15 +369,9 @@ def num_classes(summary: dict[str, Any], config: dict[str, Any] | None = None) -
 
 def learn_verdict(summary: dict[str, Any], config: dict[str, Any] | None = None) -> str | None:
     """The summary's ``did_not_learn`` (None: it learned); computed when the key is absent."""
-    if "did_not_learn" in summary:
-        reason = summary["did_not_learn"]
-        return str(reason) if reason else None
-    from cnnbench.verdict import did_not_learn
+    from cnnbench.verdict import recorded_verdict
 
-    try:
-        return did_not_learn(summary, num_classes(summary, config))
-    except (TypeError, ValueError):  # a hand-made summary with odd values: no verdict
-        return None
+    return recorded_verdict(summary, num_classes(summary, config))
 
 
 def read_run(run_dir: Path) -> RunRecord | None:
