@@ -33,11 +33,23 @@ from pathlib import Path
 THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.94)  # validation accuracy
 
 
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas outside brackets: ``a=1,model-arg=widths=[8,16,16]`` -> two items."""
+    items, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item for item in items if item]
+
+
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
-    """``model:key=value,key=value`` -> (model, {key: value})."""
+    """``model:key=value,key=value`` -> (model, {key: value}); lists go in brackets."""
     model, _, rest = spec.partition(":")
     options: dict[str, str] = {}
-    for item in filter(None, rest.split(",")):
+    for item in _split_top_level(rest):
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"bad option {item!r} in {spec!r}: expected key=value")
@@ -48,7 +60,10 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 def run_name(model: str, options: dict[str, str]) -> str:
     parts = [model] + [f"{k.replace('-', '_')}{v}" for k, v in sorted(options.items())
                        if k not in ("model-arg", "threads")]  # fmt: skip
-    return "-".join(p.replace("/", "_").replace("=", "") for p in parts)
+    if "model-arg" in options:  # the architecture's arguments name it: widths=[40,160,160]
+        parts.insert(1, options["model-arg"].replace(",", "_").strip("[]"))
+    table = str.maketrans({c: "" for c in "=[] "} | {"/": "_"})
+    return "-".join(p.translate(table) for p in parts)
 
 
 def train_command(model: str, options: dict[str, str], runs_dir: Path, recipe: str) -> list[str]:
@@ -97,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recipe", default="fast", help="recipe of every run (default: fast)")
     ap.add_argument("--report-only", action="store_true", help="train nothing; print the table")
     args = ap.parse_args(argv)
-    runs = []
+    runs, failed = [], []
     for spec in args.specs:
         model, options = parse_spec(spec)
         run = args.runs_dir / run_name(model, options)
@@ -105,13 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.report_only:
             continue
         cmd = train_command(model, options, args.runs_dir, args.recipe)
-        print("$", shlex.join(["cnnbench", *cmd[3:]]), f"(load {os.getloadavg()[0]:.1f})", flush=True)
+        print(
+            "$", shlex.join(["cnnbench", *cmd[3:]]), f"(load {os.getloadavg()[0]:.1f})", flush=True
+        )
         done = subprocess.run(cmd, stdin=subprocess.DEVNULL)
-        if done.returncode != 0:
+        if done.returncode != 0:  # go on with the queue: one bad spec must not cost the rest
             print(f"{run.name}: exit code {done.returncode}", file=sys.stderr)
-            return done.returncode
+            failed.append(run.name)
     print(table([r for r in runs if (r / "summary.json").is_file()]))
-    return 0
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
