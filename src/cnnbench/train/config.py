@@ -19,8 +19,6 @@ from cnnbench.train.recipes import recipe_values
 __all__ = ["ConfigError", "RunConfig", "TransferConfig", "load_config", "read_yaml"]
 
 
-
-
 OptimizerName = Literal["sgd", "adam", "adamw", "adadelta"]
 ScheduleName = Literal["constant", "step", "cosine", "linear", "onecycle"]
 
@@ -188,7 +186,9 @@ class RunConfig(BaseModel):
         "auto", description="where to train (auto: CUDA if present, else CPU)"
     )
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="mixed precision (auto: bf16 on CUDA, off on CPU)"
+        "auto",
+        description="mixed precision of the training step (auto: bf16 on CUDA and on CPUs with "
+        "AMX bf16 units, else off); CPU evaluation is always float32",
     )
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="channels_last memory format (auto: on; faster on CPU and GPU)"
