@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 
 from cnnbench.data import ImageDataset, train_val_split
 from cnnbench.data.augment import Augment, BatchIterator
 from cnnbench.models import create_model, list_models
 from cnnbench.train import ConfigError, load_checkpoint, load_config, train
-from cnnbench.train.budget import epochs_for_budget
+from cnnbench.train.budget import FILL_BELOW, plan_budget
 from cnnbench.train.distributed import DistInfo
 from cnnbench.train.ema import ModelEMA
 from cnnbench.train.loop import TTA_VIEWS, predict_logits, tta_view
@@ -200,15 +202,34 @@ def test_bn_freeze_scale_keeps_scales_at_one(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("budget", "epoch", "want"), [(60, 7, 8), (60, 60, 1), (60, 61, 1), (600, 0.5, 1200)]
-)
-def test_epochs_for_budget(budget, epoch, want):
-    assert epochs_for_budget(budget, epoch) == want
+    ("budget", "step", "want"),
+    [(80, 1, (8, None)),  # 10 steps per epoch: 8 whole epochs fit, every image
+     (10, 1, (1, None)),  # exactly one epoch
+     (19, 1, (2, 950)),  # 1.9 epochs: two epochs of 95 % of the images, not one
+     (5, 1, (1, 500)),  # half an epoch: one epoch of half the images
+     (0.01, 1, (1, 100))],  # nothing fits: one batch, never zero images
+)  # fmt: skip
+def test_plan_budget_cases(budget, step, want):
+    assert plan_budget(budget, step, 0.0, n_train=1000, batch_size=100) == want
 
 
-def test_epochs_for_budget_rejects_nonsense():
+@given(budget=st.floats(1, 1e4), step=st.floats(1e-3, 10), eval_s=st.floats(0, 5),
+       n=st.integers(1, 50_000), batch=st.integers(1, 1024))  # fmt: skip
+def test_plan_budget_fills_without_overrunning(budget, step, eval_s, n, batch):
+    epochs, subset = plan_budget(budget, step, eval_s, n, batch)
+    images = n if subset is None else subset
+    assert epochs >= 1 and 1 <= images <= n
+    planned = epochs * (-(-images // batch) * step + eval_s)
+    one_epoch = -(-n // batch) * step + eval_s
+    if images > min(batch, n):  # not clamped to the one-batch minimum
+        assert planned <= budget + epochs * step + 1e-6  # at most one partial batch an epoch over
+    if budget >= FILL_BELOW * one_epoch:
+        assert subset is None and planned >= budget * (FILL_BELOW / (FILL_BELOW + 1)) - 1e-6
+
+
+def test_plan_budget_rejects_nonsense():
     with pytest.raises(ValueError):
-        epochs_for_budget(0, 1)
+        plan_budget(0, 1, 0, 10, 1)
 
 
 def test_budget_run_writes_its_resolved_epochs(data_dir, tmp_path):
@@ -220,7 +241,9 @@ def test_budget_run_writes_its_resolved_epochs(data_dir, tmp_path):
     info = summary["budget"]
     written = yaml.safe_load((tmp_path / "b" / "config.yaml").read_text())
     assert written["epochs"] == summary["epochs"] == info["epochs"]
-    assert info["epochs"] == epochs_for_budget(info["budget_s"], info["epoch_s_estimate"])
+    assert (info["epochs"], info["train_subset"]) == plan_budget(
+        info["budget_s"], info["step_s"], info["eval_s"], 400, 100
+    )
     assert written["budget_minutes"] == 0.02 and summary["fit_time_s"] > 0
     rows = [json.loads(s) for s in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == info["epochs"]

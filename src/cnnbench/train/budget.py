@@ -6,7 +6,10 @@ batches, real augmentation, the EMA update included), adds the validation pass, 
 largest whole number of epochs that fits; the schedule is then built for that many epochs
 and the number is written to ``config.yaml``, so the run is reproducible on any machine with
 ``--epochs``. When not even one epoch fits, the run trains one epoch on the seeded subset of
-training images that fits (``train_subset``, also written to ``config.yaml``). The real time is recorded beside the budget in ``summary.json``.
+training images that fits (``train_subset``, also written to ``config.yaml``). Between one and
+``FILL_BELOW`` epochs, rounding down would waste up to half the budget, so the run trains the
+next whole number of epochs on the seeded subset that fills it (:func:`plan_budget`). The real
+time is recorded beside the budget in ``summary.json``.
 """
 
 from __future__ import annotations
@@ -21,12 +24,33 @@ from torch import nn
 
 from cnnbench.train.config import ConfigError
 
+FILL_BELOW = 4  # below this many epochs, fill the budget with a subset instead of rounding down
 
-def epochs_for_budget(budget_s: float, epoch_s: float, min_epochs: int = 1) -> int:
-    """The whole epochs of ``epoch_s`` seconds that fit in ``budget_s`` (at least ``min_epochs``)."""
-    if budget_s <= 0 or epoch_s <= 0:
-        raise ValueError(f"budget and epoch time must be > 0, got {budget_s}, {epoch_s}")
-    return max(min_epochs, math.floor(budget_s / epoch_s + 1e-9))
+
+def plan_budget(
+    budget_s: float, step_s: float, eval_s: float, n_train: int, batch_size: int
+) -> tuple[int, int | None]:
+    """(epochs, train_subset or None) that fill ``budget_s`` as closely as whole epochs allow.
+
+    One epoch costs ``ceil(n / batch) * step_s + eval_s``. At least ``FILL_BELOW`` full epochs:
+    the whole ones that fit, on every image (at most a fifth of the budget unused). Fewer: the
+    next whole number of epochs, each on the subset of images that fits (never fewer than one
+    batch), which uses the budget instead of rounding a 1.9-epoch budget down to one epoch.
+    """
+    if min(budget_s, step_s, n_train, batch_size) <= 0 or eval_s < 0:
+        raise ValueError(
+            f"budget, step time, images and batch size must be > 0, got "
+            f"{budget_s}, {step_s}, {n_train}, {batch_size}"
+        )
+    epoch_s = math.ceil(n_train / batch_size) * step_s + eval_s
+    fits = budget_s / epoch_s
+    if fits >= FILL_BELOW:
+        return math.floor(fits + 1e-9), None
+    epochs = max(1, math.ceil(fits - 1e-9))
+    per_epoch = budget_s / epochs - eval_s
+    subset = int(max(0.0, per_epoch) / (step_s / batch_size))
+    subset = max(min(batch_size, n_train), min(n_train, subset))
+    return epochs, (subset if subset < n_train else None)
 
 
 def time_steps(
@@ -39,8 +63,13 @@ def time_steps(
     timed: int = 5,
     ema_decay: float | None = None,
     sync: Callable[[], None] = lambda: None,
+    amp_dtype: torch.dtype | None = None,
+    device_type: str = "cpu",
 ) -> float:
-    """Median seconds of one optimizer step on a deep copy of ``model`` (left untouched)."""
+    """Median seconds of one optimizer step on a deep copy of ``model`` (left untouched).
+
+    ``amp_dtype``: the autocast dtype of the real training step (bf16 halves a step's time on
+    some CPUs, so timing it in float32 would resolve too few epochs)."""
     from cnnbench.train.ema import ModelEMA
 
     trial = copy.deepcopy(model).train()
@@ -53,7 +82,9 @@ def time_steps(
         except StopIteration:
             raise ConfigError("the training split has too few batches to time a budget") from None
         t0 = time.perf_counter()
-        loss = loss_fn(trial(x), y)
+        with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
+                            enabled=amp_dtype is not None):  # fmt: skip
+            loss = loss_fn(trial(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

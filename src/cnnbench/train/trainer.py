@@ -532,6 +532,7 @@ def _resolve_budget(
     step_s = budget.time_steps(
         model, lambda m: build_optimizer(init.optimizer_params(m, config), config), batches(),
         loss_fn, ema_decay=config.ema_decay, sync=sync,
+        amp_dtype=amp_dtype_for(config, device), device_type=device.type,
     )  # fmt: skip
     n_val = data.x_val.shape[0]
     eval_s = 0.0
@@ -539,16 +540,13 @@ def _resolve_budget(
         xb, _ = next(iter(data.eval_batches(data.x_val[: config.eval_batch_size],
                                             data.y_val[: config.eval_batch_size])))  # fmt: skip
         eval_s = budget.time_eval(model, xb, sync=sync) * math.ceil(n_val / config.eval_batch_size)
-    steps = -(-data.x_train.shape[0] // config.batch_size)
-    epoch_s = steps * step_s + eval_s
-    budget_s = config.budget_minutes * 60
-    epochs = budget.epochs_for_budget(budget_s, epoch_s)
-    updates: dict[str, Any] = {"epochs": epochs}
     n_train = data.x_train.shape[0]
-    if epoch_s > budget_s:  # not even one epoch fits: one epoch of the images that do
-        per_image = step_s / config.batch_size
-        fit = int(max(0.0, budget_s - eval_s) / per_image)
-        updates["train_subset"] = max(min(config.batch_size, n_train), min(n_train, fit))
+    epoch_s = -(-n_train // config.batch_size) * step_s + eval_s
+    budget_s = config.budget_minutes * 60
+    epochs, subset = budget.plan_budget(budget_s, step_s, eval_s, n_train, config.batch_size)
+    updates: dict[str, Any] = {"epochs": epochs}
+    if subset is not None:  # the budget fits fewer images per epoch than the split has
+        updates["train_subset"] = subset
     if config.warmup_epochs and config.warmup_epochs >= epochs:
         raise ConfigError(
             f"a {config.budget_minutes:g}-minute budget fits {epochs} epoch(s) on this machine, "
