@@ -8,7 +8,7 @@ it = BatchIterator(ds.x_train, ds.y_train, 512, shuffle=True, augment=Augment(),
                    indices=train_idx)
 """
 
-from cnnbench.data.augment import Augment, AugmentParams, BatchIterator, normalize
+from cnnbench.data.augment import Augment, AugmentParams, BatchIterator, Degrade, normalize
 from cnnbench.data.dataset import (
     ImageDataset,
     channel_mean_std,
@@ -38,6 +38,7 @@ __all__ = [
     "BatchIterator",
     "DataError",
     "DataWarning",
+    "Degrade",
     "ImageDataset",
     "cache_dir",
     "channel_mean_std",

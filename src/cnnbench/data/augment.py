@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Augment", "AugmentParams", "BatchIterator", "normalize"]
+__all__ = ["Augment", "AugmentParams", "BatchIterator", "Degrade", "normalize"]
 
 _PADDING_MODES = ("reflect", "zeros")
 
@@ -170,6 +170,71 @@ def normalize(
     return _apply_affine(x, scale, shift, dtype, channels_last)
 
 
+class Degrade:
+    """What a camera does to a frame, as training augmentation: Gaussian noise and blur.
+
+    Each image of a batch is, with probability ``p`` each and independently, blurred by a
+    Gaussian of standard deviation ~ U(0.3, ``blur_sigma``) pixels (a depthwise 5x5
+    convolution, one kernel per image: one ``conv2d`` call for the batch) and then given
+    additive Gaussian noise of standard deviation ~ U(0, ``noise_std``) in [0, 1] pixel units
+    (CIFAR-10-C's Gaussian-noise severities are 0.04-0.10). It works on the normalised float
+    batch, so ``std`` (the normalisation's, per channel) converts the noise to that scale.
+    Gaussian-noise training is the simple baseline of Rusak et al. (ECCV 2020) for corruption
+    robustness. ``kinds`` picks "noise", "blur" or both.
+    """
+
+    KINDS = ("noise", "blur", "noise-blur")
+
+    def __init__(
+        self, kinds: str, *, p: float = 0.5, noise_std: float = 0.1, blur_sigma: float = 1.5
+    ) -> None:
+        if kinds not in self.KINDS:
+            raise ValueError(f"kinds must be one of {self.KINDS}, got {kinds!r}")
+        if not 0.0 < p <= 1.0 or noise_std <= 0 or blur_sigma <= 0.3:
+            raise ValueError(f"need 0 < p <= 1, noise_std > 0, blur_sigma > 0.3; got "
+                             f"{p}, {noise_std}, {blur_sigma}")  # fmt: skip
+        self.noise = "noise" in kinds
+        self.blur = "blur" in kinds
+        self.p, self.noise_std, self.blur_sigma = p, noise_std, blur_sigma
+
+    def __repr__(self) -> str:
+        kinds = "noise-blur" if self.noise and self.blur else ("noise" if self.noise else "blur")
+        return f"Degrade({kinds!r}, p={self.p}, noise_std={self.noise_std}, " \
+               f"blur_sigma={self.blur_sigma})"  # fmt: skip
+
+    def _blur(self, x: torch.Tensor, which: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        b, c, h, w = x.shape
+        sigma = (0.3 + (self.blur_sigma - 0.3) * torch.rand(b, generator=g)).to(x.device)
+        taps = torch.arange(-2, 3, device=x.device, dtype=torch.float32)
+        k1 = torch.exp(-(taps[None] ** 2) / (2 * sigma[:, None] ** 2))
+        k1 = k1 / k1.sum(1, keepdim=True)
+        identity = (taps == 0).float().expand(b, 5)
+        k1 = torch.where(which.to(x.device)[:, None], k1, identity)  # unchosen images: as is
+        kernel = (k1[:, :, None] * k1[:, None, :]).repeat_interleave(c, 0)[:, None]
+        padded = torch.nn.functional.pad(x.reshape(1, b * c, h, w).float(), (2, 2, 2, 2),
+                                         mode="reflect")  # fmt: skip
+        out = torch.nn.functional.conv2d(padded, kernel, groups=b * c)
+        return out.reshape(b, c, h, w).to(x.dtype)
+
+    def __call__(
+        self, x: torch.Tensor, std: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """Degrade a normalised (B, C, H, W) float batch; every draw comes from ``generator``
+        (a CPU generator), so a seeded generator reproduces the batch exactly."""
+        b = x.shape[0]
+        if self.blur:
+            which = torch.rand(b, generator=generator) < self.p
+            if bool(which.any()):
+                x = self._blur(x, which, generator)
+        if self.noise:
+            which = torch.rand(b, generator=generator) < self.p
+            level = self.noise_std * torch.rand(b, generator=generator) * which
+            noise = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+            scale = level.to(x.device)[:, None] / std.reshape(1, -1).to(x.device)
+            x = x + noise * scale[:, :, None, None].to(x.dtype)
+        return x
+
+
 class BatchIterator:
     """Yields `(x, y)` batches of a uint8 image tensor: normalised float `x`, int64 `y`.
 
@@ -183,6 +248,8 @@ class BatchIterator:
     `indices` restricts the pass to those samples (e.g. the train part of a split).
     `flips` (bool, one per image of `x`) replaces the random flips of the pass: a trainer
     alternates them over epochs with it.
+    `degrade` (a :class:`Degrade`) adds camera noise/blur to the normalised batch; its draws
+    come from a generator seeded once per pass from `generator`, so resumes stay exact.
     `shard=(rank, world)` keeps every `world`-th image of each batch, starting at `rank`:
     the ranks of a data-parallel job draw the same order and augmentation, and together
     see exactly the batches a single process would (see `cnnbench.train.distributed`).
@@ -206,6 +273,7 @@ class BatchIterator:
         indices: torch.Tensor | None = None,
         shard: tuple[int, int] | None = None,
         flips: torch.Tensor | None = None,
+        degrade: Degrade | None = None,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -213,7 +281,9 @@ class BatchIterator:
             raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        needs_rng = shuffle or (augment is not None and not augment.is_identity)
+        needs_rng = (
+            shuffle or degrade is not None or (augment is not None and not augment.is_identity)
+        )
         if needs_rng and generator is None:
             raise ValueError(
                 "shuffle/augment need a torch.Generator (all randomness comes from it)"
@@ -235,6 +305,8 @@ class BatchIterator:
             raise ValueError("flips must be a bool tensor with one entry per image of x")
         self.flips = flips.cpu() if flips is not None else None
         self._scale, self._shift = _affine(mean, std, self.device)
+        self.degrade = degrade
+        self._std = torch.as_tensor(std, dtype=torch.float32)
 
     @property
     def num_samples(self) -> int:
@@ -263,6 +335,11 @@ class BatchIterator:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, params = self.epoch_order()
+        degrade_gen = None
+        if self.degrade is not None:  # one draw from the pass's generator seeds the whole pass
+            assert self.generator is not None
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            degrade_gen = torch.Generator().manual_seed(seed)
         order = order.to(self.x.device)
         y_order = order.to(self.y.device)
         if params is not None:
@@ -277,4 +354,7 @@ class BatchIterator:
             yb = self.y.index_select(0, y_order[s]).to(self.device, non_blocking=True)
             if self.augment is not None and params is not None:
                 xb = self.augment.apply(xb, params[s])
-            yield _apply_affine(xb, self._scale, self._shift, self.dtype, self.channels_last), yb
+            xb = _apply_affine(xb, self._scale, self._shift, self.dtype, self.channels_last)
+            if degrade_gen is not None:
+                xb = self.degrade(xb, self._std, degrade_gen)
+            yield xb, yb

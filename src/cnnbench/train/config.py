@@ -116,6 +116,15 @@ class RunConfig(BaseModel):
         description="horizontal flips: random per image and epoch, or alternate (random in "
         "epoch 1, then each image flipped every other epoch)",
     )
+    degrade: Literal["off", "noise", "blur", "noise-blur"] = Field(
+        "off",
+        description="camera degradations while training (robustness): Gaussian noise "
+        "(std ~ U(0, 0.1)) and/or Gaussian blur (sigma ~ U(0.3, 1.5) px), each on a "
+        "degrade_p fraction of the images",
+    )
+    degrade_p: float = Field(
+        0.5, gt=0, le=1, description="probability that each degradation hits an image"
+    )
     # --- optimisation
     epochs: int = Field(15, ge=1, description="passes over the training split")
     budget_minutes: float | None = Field(
