@@ -4,6 +4,7 @@ only, time budgets, the learning-rate conventions, named recipes, exact resume w
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,25 @@ def test_resume_with_ema_is_exact(data_dir, tmp_path):
     ckpt = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert ckpt["weights"] == "ema" and ckpt["ema_updates"] == 3 * 6
     assert set(ckpt["train_model"]) == set(ckpt["model"])
+
+
+def test_time_steps_stops_early_on_slow_steps():
+    """Slow steps: one warm-up step and two timed ones, not warmup + timed of them."""
+    from cnnbench.train.budget import time_steps
+
+    calls = []
+
+    class Slow(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            calls.append(1)
+            time.sleep(0.05)
+            return x * self.w
+
+    batches = iter([(torch.ones(2, 3), torch.zeros(2, dtype=torch.long))] * 20)
+    step = time_steps(Slow(), lambda m: torch.optim.SGD(m.parameters(), lr=0.1), batches,
+                      torch.nn.functional.cross_entropy, warmup=2, timed=5, max_seconds=0.08)  # fmt: skip
+    assert len(calls) == 3 and step >= 0.05

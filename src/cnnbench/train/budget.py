@@ -61,6 +61,7 @@ def time_steps(
     *,
     warmup: int = 2,
     timed: int = 5,
+    max_seconds: float = 8.0,
     ema_decay: float | None = None,
     sync: Callable[[], None] = lambda: None,
     amp_dtype: torch.dtype | None = None,
@@ -68,6 +69,10 @@ def time_steps(
 ) -> float:
     """Median seconds of one optimizer step on a deep copy of ``model`` (left untouched).
 
+    ``warmup`` untimed steps, then ``timed`` timed ones; slow steps stop it early: once the
+    timed steps have taken ``max_seconds`` (with at least two of them), and after one warm-up
+    step when that step alone took ``max_seconds / 4`` (a MobileNet step at batch 512 takes
+    ~5 s on two cores: seven of them would be a minute the budget never sees).
     ``amp_dtype``: the autocast dtype of the real training step (bf16 halves a step's time on
     some CPUs, so timing it in float32 would resolve too few epochs)."""
     from cnnbench.train.ema import ModelEMA
@@ -75,8 +80,9 @@ def time_steps(
     trial = copy.deepcopy(model).train()
     optimizer = make_optimizer(trial)
     ema = ModelEMA(trial, ema_decay) if ema_decay else None
-    times = []
-    for i in range(warmup + timed):
+    times: list[float] = []
+    warm = 0
+    while len(times) < timed:
         try:
             x, y = next(batches)
         except StopIteration:
@@ -91,8 +97,15 @@ def time_steps(
         if ema is not None:
             ema.update()
         sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        if warm < warmup:
+            warm += 1
+            if elapsed >= max_seconds / 4:  # slow steps: one warm-up step is enough
+                warm = warmup
+            continue
+        times.append(elapsed)
+        if len(times) >= 2 and sum(times) >= max_seconds:
+            break
     return sorted(times)[len(times) // 2]
 
 
