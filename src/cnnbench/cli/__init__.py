@@ -3,7 +3,9 @@
 Each module in ``_COMMAND_MODULES`` exposes ``register(subparsers)``, which adds its
 sub-commands with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit code.
 Errors a user can fix (bad config, missing data, unknown model...) end as one line on
-stderr and exit code 2, never a traceback.
+stderr and exit code 2, never a traceback. That includes what argparse refuses (a bad
+value, an unknown choice, a missing argument): every parser is a ``CLIParser``, which
+prints one line and a hint to ``--help`` instead of the whole usage.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 _COMMAND_MODULES = (
     "cnnbench.cli.train",  # models, train, evaluate
@@ -25,6 +27,39 @@ _COMMAND_MODULES = (
     "cnnbench.cli.zoo",  # zoo
     "cnnbench.cli.recipes",  # recipes
 )
+
+
+class CLIParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line plus a hint, then exit code 2.
+
+    ``cnnbench train --lr abc`` prints
+    ``cnnbench train: error: argument --lr: invalid float value: 'abc' (see: cnnbench train
+    --help)`` instead of the usage of a 40-option command. Sub-parsers inherit the class:
+    ``add_subparsers`` builds them with ``type(self)``.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        one_line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {one_line} (see: {self.prog} --help)\n")
+
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        # Unknown options are reported by the root parser; name the sub-command they follow.
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            _chosen_parser(self, parsed).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
+
+def _chosen_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The innermost sub-command parser ``args`` went through (``cnnbench zoo show``)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = action.choices.get(getattr(args, action.dest, None))
+            if chosen is not None:
+                return _chosen_parser(chosen, args)
+    return parser
 
 
 class UserError(Exception):
@@ -68,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to render --help in the docs)."""
     from cnnbench import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = CLIParser(
         prog="cnnbench",
         description="Train, compare, time and ship CNNs for fast-response image classification.",
     )

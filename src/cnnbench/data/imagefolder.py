@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cnnbench.data.sources import DataError, DataWarning, RawSplits
+from cnnbench.progress import progress
 
 __all__ = ["IMAGE_EXTENSIONS", "TEST_FRACTION", "read_imagefolder"]
 
@@ -112,7 +112,7 @@ def _read(
     workers = max(1, min(8, os.cpu_count() or 1))
     with (
         ThreadPoolExecutor(workers) as pool,
-        tqdm(total=len(files), desc=desc, unit="img", disable=not show_progress) as bar,
+        progress(total=len(files), desc=desc, unit="img", disable=not show_progress) as bar,
     ):
         for _ in pool.map(one, range(len(files))):
             bar.update()

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+
+from cnnbench.progress import progress
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -279,7 +280,7 @@ def _decode_mosaics(
     workers = max(1, min(8, os.cpu_count() or 1))
     with (
         ThreadPoolExecutor(workers) as pool,
-        tqdm(total=n_mosaics, desc=desc, unit="mosaic", disable=not show_progress) as bar,
+        progress(total=n_mosaics, desc=desc, unit="mosaic", disable=not show_progress) as bar,
     ):
         for _ in pool.map(decode, range(n_mosaics)):
             bar.update()

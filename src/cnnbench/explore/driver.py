@@ -28,7 +28,6 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from cnnbench.explore import plots
 from cnnbench.explore.embed import balanced_sample, components_for, model_features, pca, tsne_2d
@@ -40,6 +39,7 @@ from cnnbench.explore.stats import (
     pixel_histogram,
 )
 from cnnbench.fileio import write_json_atomic, write_text_atomic
+from cnnbench.progress import progress as progress_bar
 from cnnbench.rundir import load_model_from
 
 __all__ = [
@@ -399,7 +399,9 @@ def _knn(job: _Job, progress: bool) -> None:
     ds, ytr, yte, seed = job.ds, job.ytr, job.yte, job.opts.seed
     n = job.sizes["knn_train"]
     kidx = np.arange(len(ytr)) if n == len(ytr) else balanced_sample(ytr, n, seed)
-    with tqdm(total=len(yte), desc="1-NN", unit="img", disable=not progress, leave=False) as bar:
+    with progress_bar(
+        total=len(yte), desc="1-NN", unit="img", disable=not progress, leave=False
+    ) as bar:
         pred = knn1_predict(ds.x_train[kidx], ds.y_train[kidx], ds.x_test, on_chunk=bar.update)
     job.result["knn"] = {
         "k": 1,
