@@ -8,26 +8,45 @@ A run directory holds::
     best.pt         the checkpoint chosen on validation (the test uses it)
     summary.json    written last, atomically: the run is complete once it says so
     bench.json      batch-1 latency figures (cnnbench bench / the study)
+    train.lock      only while a trainer holds the run (``RunDir.lock``): its PID and host
 
     zoo.json        only in a shipped (zoo) model: its card, with the sha256 of best.pt
 
 Writers are the trainer (the first five) and the benchmark; everything else only reads,
 through ``RunDir``. ``resolve(arg)`` turns what a user types (a run directory, a checkpoint
 file's folder, or a zoo name such as ``fastnet_small-cifar10``) into a ``RunDir``.
+
+One trainer at a time per run directory: ``RunDir.lock()`` holds ``train.lock`` exclusively
+(``fcntl.flock``) and refuses a second holder with ``RunLockedError``, naming the holder's
+PID and host. The operating system drops the lock when its process dies, however it dies,
+so the file a killed trainer leaves behind is simply taken over.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
+import errno
 import json
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from cnnbench.zoo import sha256_of
 
+try:
+    import fcntl
+except ImportError:  # Windows: see _create_exclusive
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "RunDir",
     "RunDirError",
+    "RunLockedError",
     "checkpoint_dataset",
+    "exclusive_lock",
     "is_complete",
     "read_summary",
     "resolve",
@@ -41,10 +60,15 @@ BEST = "best.pt"
 SUMMARY = "summary.json"
 BENCH = "bench.json"
 ZOO_CARD = "zoo.json"
+LOCK = "train.lock"
 
 
 class RunDirError(ValueError):
     """A run directory (or zoo name) that cannot be used; the message is one line."""
+
+
+class RunLockedError(RunDirError):
+    """Another live process holds the lock (of a run directory); the message names it."""
 
 
 class RunDir:
@@ -76,6 +100,10 @@ class RunDir:
     def bench_path(self) -> Path:
         return self.path / BENCH
 
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK
+
     def checkpoint_path(self, which: str = "best") -> Path:
         """``best`` or ``last``."""
         if which not in ("best", "last"):
@@ -84,8 +112,26 @@ class RunDir:
 
     # --- state
     def exists(self) -> bool:
-        """True if the folder exists and holds anything."""
-        return self.path.is_dir() and any(self.path.iterdir())
+        """True if the folder exists and holds anything (its lock file does not count)."""
+        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold this run's exclusive lock for the block: the one trainer of the run.
+
+        Raises RunLockedError while another process holds it (or this process, through
+        another ``lock()``). The folder is created if needed, and removed again if the block
+        leaves it empty (a run refused before writing anything leaves no folder behind).
+        """
+        created = not self.path.is_dir()
+        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            with exclusive_lock(self.lock_path, f"run directory {self.path}"):
+                yield
+        finally:
+            if created:
+                with suppress(OSError):
+                    self.path.rmdir()  # only if empty
 
     def summary(self) -> dict[str, Any] | None:
         """The run's summary.json, or None if the run has not finished."""
@@ -208,6 +254,101 @@ def resolve(arg: str | Path) -> RunDir:
         return RunDir(entry)
     names = ", ".join(zoo.names()) or "none shipped"
     raise RunDirError(f"{arg}: no such run directory, checkpoint or zoo model (zoo: {names})")
+
+
+@contextmanager
+def exclusive_lock(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file ``path`` for the block, or raise RunLockedError naming its holder
+    (``what`` says what is locked, for the message). The file records the holder's PID, host
+    and start time, and is deleted on release."""
+    fd = _acquire(Path(path), what)
+    try:
+        yield
+    finally:
+        # Unlinked while still held: a process that opened the old file meanwhile sees that
+        # it no longer is the file at ``path`` and starts again (see _acquire).
+        with suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+def _acquire(path: Path, what: str) -> int:
+    """An open descriptor of ``path``, locked by this process; its holder is recorded."""
+    while True:
+        if fcntl is None:
+            fd = _create_exclusive(path, what)
+            break
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                raise RunLockedError(_locked_message(path, what)) from None
+            raise
+        if _same_file(fd, path):
+            break
+        os.close(fd)  # the holder released (and unlinked) it as we locked: lock the new one
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.write(fd, (json.dumps(holder) + "\n").encode())
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (here.st_dev, here.st_ino)
+
+
+def _create_exclusive(path: Path, what: str) -> int:
+    """Without ``fcntl`` (Windows): the lock is the file itself, created exclusively. The OS
+    does not drop it when its holder dies, so a lock whose holder is gone from this host is
+    taken over; a holder that cannot be checked (another host) is reported, not guessed."""
+    for _ in range(2):
+        try:
+            return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_json(path) or {}
+            if holder.get("host") != socket.gethostname() or _pid_alive(holder.get("pid")):
+                break
+            path.unlink(missing_ok=True)  # stale: its process is gone
+    raise RunLockedError(_locked_message(path, what))
+
+
+def _pid_alive(pid: Any) -> bool:
+    """Whether process ``pid`` runs on this host (True when that cannot be told)."""
+    if not isinstance(pid, int):
+        return True
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return bool(psutil.pid_exists(pid))
+    if os.name != "posix":
+        return True  # os.kill(pid, 0) is not a probe on Windows
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _locked_message(path: Path, what: str) -> str:
+    holder = _read_json(path) or {}
+    who = (
+        f"process {holder['pid']} on {holder.get('host', '?')} (since {holder.get('since', '?')})"
+        if "pid" in holder
+        else "another process"
+    )
+    return f"{what} is locked by {who}; wait for it to finish or stop it (lock file: {path})"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

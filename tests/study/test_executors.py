@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tqdm.auto import tqdm
 
-from cnnbench.study.runner import StudyResult, _train, _waves, run_study
+from cnnbench.study.runner import StudyProgress, StudyResult, _train, _waves, run_study
 from cnnbench.study.spec import parse_study
 from cnnbench.train import is_complete, load_config
 from cnnbench.train.config import ConfigError
@@ -104,7 +103,8 @@ def test_every_executor_reports_through_one_record(tmp_path, monkeypatch):
     for one_at_a_time in (True, False):
         result, messages = StudyResult(study_dir=tmp_path), []
         runner = _Scripted({"b": RuntimeError("boom")}, one_at_a_time)
-        _train(runner, runs, tmp_path, result, tqdm(disable=True), messages.append)
+        quiet = StudyProgress("s", {"a": 1.0, "b": 1.0}, [], False, messages.append)
+        _train(runner, runs, tmp_path, result, quiet, messages.append)
         assert result.trained == ["a"] and result.failed == {"b": "RuntimeError: boom"}
         assert messages == ["run b failed: RuntimeError: boom"]
     assert measured == ["a", "a"]  # a trained run is measured, a failed one is not

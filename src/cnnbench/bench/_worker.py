@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -325,7 +326,17 @@ def run_worker(job: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
     return {"error": f"worker failed (exit {proc.returncode}): {last}"}
 
 
+def _exit_with_parent(poll_s: float = 0.2) -> None:
+    """End this worker once the process that started it is gone (killed outright, it
+    cannot stop us): an orphan is re-parented, so its parent PID changes (POSIX)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(poll_s)
+    os._exit(1)
+
+
 def main() -> int:
+    threading.Thread(target=_exit_with_parent, name="cnnbench-parent-watch", daemon=True).start()
     job = json.loads(sys.stdin.read())
     try:
         result = run_job(job)

@@ -12,15 +12,25 @@ reported), p50 / p90 / p99. Throughput is images/s from the median time of a
 ``throughput_batch`` call. Memory is the resident-memory peak added by the first inference
 of one image in the fresh process (CPU), or ``torch.cuda.max_memory_allocated`` (GPU). Size is
 the serialised state dict (eager), the frozen TorchScript module, or the ONNX file.
+
+The files a measurement makes (weights, ONNX exports) live in a private temp folder
+(``cnnbench-bench-*``) that is deleted on every exit path: a return, an error, Ctrl-C and
+SIGTERM (raised as SystemExit while ``measure`` runs, so the cleanup runs). A process killed
+outright (SIGKILL, an OOM kill) cannot clean up: its folder is deleted by the next
+measurement, which finds the folder's lock free.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
+import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +39,7 @@ from cnnbench import rundir
 from cnnbench.bench._worker import run_worker
 from cnnbench.bench.errors import BenchError
 from cnnbench.fileio import write_json_atomic
-from cnnbench.rundir import RunDir, RunDirError
+from cnnbench.rundir import RunDir, RunDirError, RunLockedError, exclusive_lock
 
 __all__ = [
     "BACKENDS",
@@ -70,6 +80,9 @@ _ALIASES = {
 # GPU variants of the eager backend: (label, autocast dtype, channels_last).
 GPU_VARIANTS = (("eager", None, False), ("eager-bf16-channels_last", "bf16", True))
 BENCH_FORMAT = 1
+# The temp folder of a measurement, and the lock file its owner holds inside it.
+SCRATCH_PREFIX = "cnnbench-bench-"
+SCRATCH_OWNER = ".owner.lock"
 
 
 def parse_backends(text: str | Sequence[str]) -> list[str]:
@@ -214,16 +227,68 @@ def measure(
     # What every worker job has: the timing settings (see _worker's docstring).
     common = {"input_size": tgt.input_size, "throughput_seconds": throughput_seconds,
               **{k: settings[k] for k in ("warmup", "iters", "max_seconds", "throughput_batch")}}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="cnnbench-bench-") as tmp:
-        weights = _save_weights(tgt, Path(tmp))
+    with _sigterm_exits(), scratch_dir() as tmp:
+        weights = _save_weights(tgt, tmp)
         files = {}
         if device != "cuda":
-            files = _onnx_files(tgt, backends, Path(tmp), report, calibration_size, data_dir, say)
+            files = _onnx_files(tgt, backends, tmp, report, calibration_size, data_dir, say)
         jobs = _jobs(backends, threads, device, files, weights, common, report)
         _run_jobs(jobs, report, say)
     report["environment"]["loadavg_end"] = _loadavg()
     report["elapsed_s"] = time.perf_counter() - t_start
     return report
+
+
+@contextmanager
+def scratch_dir() -> Iterator[Path]:
+    """A private temp folder for the block, deleted when it ends. This process holds a lock
+    inside it meanwhile; folders whose lock is free (their owner was killed) are deleted
+    first."""
+    remove_orphan_scratch()
+    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
+        folder = Path(tmp)
+        with exclusive_lock(folder / SCRATCH_OWNER, f"temp folder {folder}"):
+            yield folder
+
+
+def remove_orphan_scratch(root: str | Path | None = None) -> list[Path]:
+    """Delete the measurement temp folders under ``root`` (the system temp folder) whose
+    owner has died; returns them. A folder without its lock file (being created, or made
+    by an older cnnbench) is left alone; so is one whose owner is alive."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
+        owner = folder / SCRATCH_OWNER
+        if not owner.is_file():
+            continue
+        try:
+            with exclusive_lock(owner, f"temp folder {folder}"):
+                shutil.rmtree(folder, ignore_errors=True)
+        except (RunLockedError, OSError):
+            continue  # alive, or gone meanwhile
+        removed.append(folder)
+    return removed
+
+
+@contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """While the block runs, SIGTERM raises SystemExit (exit status 143) so the temp folder
+    and the worker process are cleaned up. A handler someone else installed (the study's)
+    is left alone, as is everything off the main thread."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def exit_now(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _new_report(target: Any, tgt: _Target, settings: dict[str, Any]) -> dict[str, Any]:

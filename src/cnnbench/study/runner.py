@@ -5,14 +5,25 @@ one run directory per run (the trainer's format), and ``report/``. A run whose s
 ``complete`` is skipped; any other existing run directory is resumed from its last checkpoint;
 so a study killed at any moment continues where it stopped, never training a finished run
 twice. Where runs train is an executor's concern (``cnnbench.study.executors``).
+
+While a study runs, SIGTERM in its main process is handled like Ctrl-C (``Terminated``, a
+KeyboardInterrupt): queued runs are cancelled, running ones stopped, every run directory's
+lock released and temp folders deleted, and the CLI ends with one line. The progress bar
+weighs each run by its expected cost (``expected_cost``), so its ETA does not assume that
+every run costs what the first one did; without a terminal it prints one line per run.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import signal
 import sys
-from collections.abc import Callable
-from contextlib import closing
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,20 +154,163 @@ def run_study(
     todo = _not_complete(study, directory, result, say)
     file_cmd = command or (f"cnnbench study {study.source}" if study.source else "cnnbench study")
     runner = _executor(executor, workers, directory, file_cmd, progress, ray_address, gpus_per_run)
-    with tqdm(
-        total=len(study.runs),
-        initial=len(result.skipped),
-        desc=f"study {study.name}",
-        unit="run",
-        disable=not progress,
-        file=sys.stderr,
-        dynamic_ncols=True,
-    ) as bar:
+    costs = {c.run_name(): expected_cost(c, directory / c.run_name()) for c in study.runs}
+    with (
+        _sigterm_interrupts(),
+        StudyProgress(study.name, costs, result.skipped, progress, say) as bar,
+    ):
         _train(runner, todo, directory, result, bar, say)
         # Runs finished earlier may lack these measurements (older studies): measure them.
         for name in result.skipped:
             _measure(directory / name, result, say)
     return result
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached a study's main process: it stops like Ctrl-C (a KeyboardInterrupt,
+    so the CLI ends with one line and every ``finally`` on the way runs)."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``Terminated`` in the main thread: the pool is
+    stopped, locks released and temp folders deleted instead of the process vanishing with
+    its workers still training. A handler someone else installed is left alone."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise Terminated(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+# --- progress -----------------------------------------------------------------------------
+# What weighs runs against each other for the ETA (only the ratios between runs matter):
+# - training MACs per second of one run: 3 x MACs x images / train_time_s of the finished runs
+#   on the team's 2-core CPU ranged from 0.8e10 (mobilenetv2) to 1e11 (fastnet_small);
+# - a run's fixed cost: data loading, model set-up and the latency measurement after it.
+_MACS_PER_S = 2e10
+_RUN_OVERHEAD_S = 10.0
+# Split sizes of the CIFAR datasets (ImageFolder sizes are unknown before loading: the same).
+_TRAIN_IMAGES, _TEST_IMAGES = 50_000, 10_000
+
+
+def expected_cost(config: RunConfig, run_dir: Path | None = None) -> float:
+    """A run's expected cost, in rough seconds: its budget where it has one, else its
+    compute (MACs x (3 x training images + validation images) per epoch, forward and backward
+    for training, plus the test pass). Epochs already in ``run_dir`` (a run being resumed)
+    are not counted again; a complete run costs nothing more."""
+    if run_dir is not None and is_complete(run_dir):
+        return 0.0
+    left = _fraction_left(config, run_dir)
+    macs = _macs(config.model, json.dumps(config.model_args, sort_keys=True), config.image_size)
+    val = config.val_size
+    train_images = config.train_subset or max(1, _TRAIN_IMAGES - val)
+    test_s = macs * (config.test_subset or _TEST_IMAGES) / _MACS_PER_S
+    if config.budget_minutes is not None:
+        fit_s = config.budget_minutes * 60.0
+    else:
+        fit_s = macs * (3 * train_images + val) * config.epochs / _MACS_PER_S
+    return _RUN_OVERHEAD_S + left * fit_s + test_s
+
+
+def _fraction_left(config: RunConfig, run_dir: Path | None) -> float:
+    """The share of a run's epochs not yet trained (1.0 for a new run)."""
+    if run_dir is None:
+        return 1.0
+    run = RunDir(run_dir)
+    done = len(run.metrics())
+    epochs = (run.config() or {}).get("epochs", config.epochs)  # a budget run's resolved epochs
+    if not done or not isinstance(epochs, int) or epochs < 1:
+        return 1.0
+    return max(0.0, 1.0 - done / epochs)
+
+
+@functools.lru_cache(maxsize=64)
+def _macs(model: str, model_args: str, image_size: int) -> float:
+    """MACs of one forward pass of a model (its builder's default head); a model that cannot
+    be built here weighs as much as LeNet-5 (its run fails on its own, with its own error)."""
+    try:
+        from cnnbench.models import create_model
+        from cnnbench.profile import count_macs
+
+        net = create_model(model, **json.loads(model_args))
+        return float(count_macs(net, (3, image_size, image_size)))
+    except Exception:
+        return 6.5e5
+
+
+class StudyProgress:
+    """The study's progress over its runs, weighted by ``costs`` (run name -> expected cost):
+    a tqdm bar on a terminal (percentage and ETA by cost, runs counted beside it), otherwise
+    one plain line per finished run (no carriage-return redraws in a log file)."""
+
+    def __init__(
+        self,
+        name: str,
+        costs: dict[str, float],
+        skipped: list[str],
+        enabled: bool,
+        say: Callable[[str], None],
+        terminal: bool | None = None,
+    ) -> None:
+        self.name, self.costs, self.say = name, costs, say
+        self.runs, self.done = len(costs), len(skipped)
+        self.total = sum(costs.values())
+        self.start_cost = self.cost = sum(costs.get(n, 0.0) for n in skipped)
+        self.started = time.monotonic()
+        terminal = sys.stderr.isatty() if terminal is None else terminal
+        self.lines = enabled and not terminal
+        self.bar = tqdm(
+            total=self.total,
+            initial=self.start_cost,
+            desc=f"study {name}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+            postfix=self._runs(),
+            smoothing=0,  # the mean rate over the study: one cheap run says little
+            disable=not enabled or not terminal,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def _runs(self) -> str:
+        return f"{self.done}/{self.runs} runs"
+
+    def finished(self, name: str) -> None:
+        """One run ended (trained or failed)."""
+        cost = self.costs.get(name, 0.0)
+        self.done, self.cost = self.done + 1, self.cost + cost
+        self.bar.set_postfix_str(self._runs(), refresh=False)
+        self.bar.update(cost)
+        if self.lines:
+            self.say(f"study {self.name}: {name} done, {self._runs()}, {self._eta()}")
+
+    def _eta(self) -> str:
+        """'N% of the work, about M:SS left' from the mean rate of this session's runs."""
+        share = self.cost / self.total if self.total else 1.0
+        done_now = self.cost - self.start_cost
+        if done_now <= 0 or self.cost >= self.total:
+            return f"{share:.0%} of the work"
+        left = (time.monotonic() - self.started) * (self.total - self.cost) / done_now
+        return f"{share:.0%} of the work, about {tqdm.format_interval(left)} left"
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> StudyProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _not_complete(
@@ -199,7 +353,7 @@ def _train(
     todo: list[RunConfig],
     directory: Path,
     result: StudyResult,
-    bar: tqdm,
+    bar: StudyProgress,
     say: Callable[[str], None],
 ) -> None:
     """Train ``todo`` wave by wave, recording each outcome, and measure each trained run's
@@ -214,7 +368,7 @@ def _train(
                 result.record(name, err, say)
                 if err is None and runner.one_at_a_time:
                     _measure(directory / name, result, say)
-                bar.update(1)
+                bar.finished(name)
     if not runner.one_at_a_time:
         for name in result.trained:
             _measure(directory / name, result, say)

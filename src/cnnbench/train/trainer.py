@@ -28,13 +28,13 @@ import shlex
 import sys
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from cnnbench.data import BatchIterator, ImageDataset, load_dataset, train_val_split
 from cnnbench.data.augment import Augment, Degrade, normalize
@@ -42,6 +42,8 @@ from cnnbench.env import environment
 from cnnbench.fileio import write_json_atomic, write_text_atomic
 from cnnbench.models import create_model
 from cnnbench.profile import count_macs, count_params
+from cnnbench.progress import progress as progress_bar
+from cnnbench.progress import write as progress_write
 from cnnbench.rundir import RunDir, is_complete, read_summary
 from cnnbench.train import budget, transfer
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
@@ -371,13 +373,14 @@ def train(
         raise ConfigError("--budget-minutes is not supported under torchrun: give --epochs")
     try:
         rundir = RunDir(Path(runs_dir) / config.run_name())
-        config, ckpt = _open(config, rundir, resume)
-        if config is None:  # already complete
-            return rundir.summary() or {}
-        run = _prepare(config, rundir, ckpt, device, dist_info, progress and dist_info.is_main)
-        _fit(run, on_epoch_end)
-        test = _test(run)
-        return _summarise(run, test, command)
+        with rundir.lock() if dist_info.is_main else nullcontext():  # one trainer per run
+            config, ckpt = _open(config, rundir, resume)
+            if config is None:  # already complete
+                return rundir.summary() or {}
+            run = _prepare(config, rundir, ckpt, device, dist_info, progress and dist_info.is_main)
+            _fit(run, on_epoch_end)
+            test = _test(run)
+            return _summarise(run, test, command)
     finally:
         cleanup(dist_info)
 
@@ -584,7 +587,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     run.init.on_epoch_start(run.model, config, epoch)
     apply_bn_options(run.model, config, fresh=False)  # a policy may have unfrozen BN scales
     lr = run.optimizer.param_groups[0]["lr"]
-    bar = tqdm(
+    bar = progress_bar(
         total=run.steps_per_epoch, desc=f"{config.run_name()} {epoch}/{config.epochs}",
         unit="batch", leave=False, disable=not run.progress, file=sys.stderr,
     )  # fmt: skip
@@ -629,7 +632,7 @@ def _log_epoch(run: _Run, row: dict[str, Any]) -> None:
             f.write(json.dumps(row) + "\n")
     if run.progress:
         weights = " (EMA)" if run.ema is not None else ""
-        tqdm.write(
+        progress_write(
             f"{run.config.run_name()} epoch {row['epoch']}/{run.config.epochs}: loss "
             f"{row['train_loss']:.4f} acc {row['train_acc']:.4f} | val{weights} loss "
             f"{row['val_loss']:.4f} acc {row['val_acc']:.4f} | {row['images_per_s']:.0f} img/s",
