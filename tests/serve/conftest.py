@@ -1,15 +1,20 @@
-"""A tiny trained LeNet-5 run, its two served models, and real images in every format."""
+"""A tiny trained LeNet-5 run, its two served models, and real images in every format; a
+stand-in model (no data needed) and a real uvicorn server in a thread for protocol tests."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from cnnbench.serve import create_app, load_served_model
+from cnnbench.serve import ServedModel, create_app, load_served_model
 from cnnbench.train import load_config, train
 
 TINY = {
@@ -77,3 +82,64 @@ def encode():
 def photo(cifar_images) -> Image.Image:
     """A larger, non-square RGB image (a CIFAR image upscaled to 160x120)."""
     return cifar_images[0].resize((160, 120), Image.Resampling.BICUBIC)
+
+
+class UniformPredictor:
+    """Equal probabilities for every image: for tests of the service, not of a model."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full((len(x), 10), 0.1, dtype=np.float32)
+
+
+@pytest.fixture
+def fake_model() -> ServedModel:
+    """A served model that needs no data or training (a fresh one per test: its limits and
+    its large-decode slots are the test's own)."""
+    return ServedModel(
+        name="fake",
+        model="lenet5",
+        dataset="cifar10",
+        classes=[f"class{i}" for i in range(10)],
+        input_size=(3, 32, 32),
+        backend="onnxruntime",
+        source="/nowhere/fake",
+        predictor=UniformPredictor(),
+        file="model.onnx",
+        sha256="0" * 64,
+    )
+
+
+@pytest.fixture(scope="session")
+def live_server():
+    """``live_server(app, head_timeout=30.0)``: a context manager yielding the port."""
+    return _live_server
+
+
+@contextmanager
+def _live_server(app, head_timeout: float = 30.0) -> Iterator[int]:
+    """``app`` behind a real uvicorn server (the protocol ``cnnbench serve`` runs) on a free
+    loopback port, in a thread; yields the port."""
+    import uvicorn
+
+    from cnnbench.serve.protocol import protocol_class
+
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        http=protocol_class(head_timeout=head_timeout),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

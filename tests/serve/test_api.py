@@ -7,6 +7,7 @@ import re
 import struct
 import threading
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,7 +59,34 @@ def test_health_and_model(client, onnx_model, run_dir):
     assert info["labels"] == onnx_model.classes and len(info["labels"]) == 10
     assert 0.0 <= info["accuracy"] <= 1.0
     assert (run_dir / "export" / "model.onnx").is_file()  # exported on the fly, then reused
-    assert info["source"] == str(run_dir / "export" / "model.onnx")
+    assert info["file"] == "model.onnx" and len(info["sha256"]) == 64
+    assert info["max_pixels"] == 2048 * 2048 and info["workers"] <= 4
+
+
+def _strings(value):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_no_server_paths_in_any_answer(client, run_dir, photo, encode):
+    answers = [
+        client.get("/model"),
+        client.get("/health"),
+        client.get("/openapi.json"),
+        post_one(client, encode(photo, "PNG")),
+        post_one(client, b"junk"),
+        client.get("/nowhere"),
+    ]
+    for r in answers:
+        assert str(run_dir) not in r.text and str(run_dir.parent) not in r.text
+        assert not [s for s in _strings(r.json()) if s.startswith("/") and Path(s).exists()]
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP"])
@@ -115,7 +143,8 @@ def test_backends_agree_and_match_the_checkpoint(
 
     with TestClient(create_app(model=torch_model)) as torch_client:
         info = torch_client.get("/model").json()
-        assert info["backend"] == "torch" and info["source"] == str(run_dir)
+        assert info["backend"] == "torch" and info["file"] == "best.pt"
+        assert str(run_dir) not in torch_client.get("/model").text
         for img in cifar_images[:4]:
             data = encode(img, "PNG")
             x = onnx_model.preprocess(data)
@@ -303,7 +332,7 @@ def test_internal_error_is_generic_json_and_server_survives(onnx_model, photo, c
         files = [("files", ("a.png", encode(photo, "PNG")))]
         assert_error(c.post("/predict/batch", files=files), 500)
         assert c.get("/health").status_code == 200
-        assert 'cnnbench_request_errors_total{code="500"} 3' in c.get("/metrics").text
+        assert metric(c.get("/metrics").text, "cnnbench_request_errors_total", code="500") == 3
     assert "secret internal state" in caplog.text  # logged on the server side
     assert body["detail"] == "the server failed to handle this request"
 
@@ -318,10 +347,20 @@ def test_page_is_self_contained(client):
     assert "@import" not in html
 
 
-_LINE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_]\w*="([^"\\]|\\.)*",?)*\})? (\S+)$')
+def metric(text: str, sample: str, **labels: str) -> float | None:
+    """The value of one sample of Prometheus text, parsed by prometheus_client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
 
 
 def test_metrics_exposition(onnx_model, photo, encode):
+    from prometheus_client.parser import text_string_to_metric_families
+
     app = create_app(model=onnx_model)
     with TestClient(app, raise_server_exceptions=False) as c:
         for _ in range(3):
@@ -332,20 +371,25 @@ def test_metrics_exposition(onnx_model, photo, encode):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert "version=0.0.4" in r.headers["content-type"]
     text = r.text
-    for line in text.splitlines():
-        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or _LINE.match(line), line
-    assert 'cnnbench_requests_total{path="/predict",code="200"} 3' in text
-    assert 'cnnbench_requests_total{path="/predict",code="415"} 1' in text
-    assert 'cnnbench_requests_total{path="other",code="404"} 1' in text
-    assert 'cnnbench_request_errors_total{code="415"} 1' in text
-    assert 'cnnbench_request_duration_seconds_bucket{path="/predict",le="+Inf"} 4' in text
-    assert 'cnnbench_predict_latency_seconds{quantile="0.99"}' in text
-    assert "cnnbench_predict_latency_seconds_count 3" in text
-    assert "cnnbench_images_total 3" in text
-    assert 'cnnbench_model_info{name="tiny",model="lenet5",backend="onnxruntime"' in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}  # parses, or raises
+    assert families["cnnbench_requests"].type == "counter"
+    assert families["cnnbench_request_duration_seconds"].type == "histogram"
+    assert families["cnnbench_predict_latency_seconds"].type == "summary"
+    assert metric(text, "cnnbench_requests_total", path="/predict", code="200") == 3
+    assert metric(text, "cnnbench_requests_total", path="/predict", code="415") == 1
+    assert metric(text, "cnnbench_requests_total", path="other", code="404") == 1
+    assert metric(text, "cnnbench_request_errors_total", code="415") == 1
+    assert metric(text, "cnnbench_request_duration_seconds_bucket", path="/predict", le="+Inf") == 4
+    assert metric(text, "cnnbench_predict_latency_seconds", quantile="0.99") > 0
+    assert metric(text, "cnnbench_predict_latency_seconds_count") == 3
+    assert metric(text, "cnnbench_images_total") == 3
+    info = {"name": "tiny", "model": "lenet5", "backend": "onnxruntime"}
+    assert metric(text, "cnnbench_model_info", **info) == 1
+    assert metric(text, "process_resident_memory_bytes") > 0
     buckets = [
-        int(m)
-        for m in re.findall(r'cnnbench_inference_duration_seconds_bucket\{le="[^"]+"\} (\d+)', text)
+        s.value
+        for s in families["cnnbench_inference_duration_seconds"].samples
+        if s.name.endswith("_bucket")
     ]
     assert buckets == sorted(buckets) and buckets[-1] == 3
 
@@ -356,7 +400,12 @@ def test_metrics_helpers():
     assert percentile([5.0], 0.99) == 5.0
     m = Metrics(info={"name": 'we"ird\\'})
     text = m.render()
-    assert 'name="we\\"ird\\\\"' in text and "cnnbench_predict_latency_seconds_count 0" in text
+    assert 'name="we\\"ird\\\\"' in text
+    assert metric(text, "cnnbench_model_info", name='we"ird\\') == 1  # escaped, parsed back
+    assert metric(text, "cnnbench_predict_latency_seconds_count") == 0
+    m.request_started()
+    m.request_finished("/predict", 413, 0.01)
+    assert m.snapshot()["errors"] == {413: 1} and m.snapshot()["requests"] == 1
 
 
 def test_concurrent_requests_with_micro_batching(onnx_model, cifar_images, encode):

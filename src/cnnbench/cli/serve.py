@@ -16,8 +16,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from cnnbench.cli.bench import run_arg
     from cnnbench.rundir import RunDirError
     from cnnbench.serve import ModelLoadError, create_app
+    from cnnbench.serve.protocol import protocol_class
 
-    for name in ("max_upload_mb", "workers_threads", "micro_batch", "batch_wait_ms"):
+    positive = ("max_upload_mb", "workers_threads", "micro_batch", "max_pixels")
+    positive += ("large_decodes", "body_timeout")
+    for name in (*positive, "batch_wait_ms"):
         value = getattr(args, name)
         if value is not None and value < (0 if name == "batch_wait_ms" else 1e-9):
             raise UserError(f"--{name.replace('_', '-')} must be positive (got {value})")
@@ -25,6 +28,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be in 1..65535 (got {args.port})")
     run = run_arg(args.run)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # One warning per malformed multipart body (already answered 400/422) would let any
+    # client fill the server's log.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     if not _is_loopback(args.host):
         print(
             f"cnnbench serve: warning: listening on {args.host}, reachable from other "
@@ -37,6 +43,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             backend=args.backend,
             max_upload_mb=args.max_upload_mb,
             workers=args.workers_threads,
+            max_pixels=args.max_pixels,
+            large_decodes=args.large_decodes,
+            body_timeout=args.body_timeout,
             micro_batch=args.micro_batch,
             batch_wait_ms=args.batch_wait_ms,
         )
@@ -48,7 +57,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.access_log,
+        http=protocol_class(head_timeout=args.body_timeout),  # JSON errors, head deadline
     )
     return 0
 
@@ -99,7 +113,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_capacity_options(p: argparse.ArgumentParser) -> None:
-    """How much the service takes at once: upload size, threads, micro-batching."""
+    """How much the service takes at once: upload size, pixels, threads, time, batching."""
+    from cnnbench.serve.limits import (
+        DEFAULT_BODY_TIMEOUT,
+        DEFAULT_LARGE_DECODES,
+        DEFAULT_MAX_PIXELS,
+        DEFAULT_WORKERS,
+    )
+
     p.add_argument(
         "--max-upload-mb",
         type=float,
@@ -107,11 +128,37 @@ def _add_capacity_options(p: argparse.ArgumentParser) -> None:
         help="largest request body accepted, in MB; larger: 413 (default: 10)",
     )
     p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="P",
+        help="largest image decoded, in pixels, read from its header before decoding; "
+        "larger: 413 (default: %(default)s = 2048 x 2048; the models take 32x32 to "
+        "224x224 inputs, so more costs memory and gains nothing: a decoded 4 MP RGBA image "
+        "is 17 MB per copy; JPEGs count after 1/8-scale decoding, so a 12 MP photo passes)",
+    )
+    p.add_argument(
+        "--large-decodes",
+        type=int,
+        default=DEFAULT_LARGE_DECODES,
+        metavar="N",
+        help="images over 1 MP decoded at once; the others wait (default: %(default)s)",
+    )
+    p.add_argument(
         "--workers-threads",
         type=int,
         default=None,
         metavar="N",
-        help="threads that decode and predict (default: number of cores)",
+        help=f"threads that decode and predict (default: {DEFAULT_WORKERS}, or the number "
+        "of cores if fewer)",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="S",
+        help="seconds a request head, and then its body, may take to arrive; slower: 408 "
+        "and the connection is closed (default: %(default)g; 10 MB at 4 Mbit/s is 20 s)",
     )
     p.add_argument(
         "--micro-batch",

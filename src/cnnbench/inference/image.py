@@ -6,21 +6,31 @@
 Decoding matches how ``cnnbench.data`` reads image folders for training: Pillow, RGB,
 transparency flattened onto white, resized to the model's input size with bilinear
 filtering, aspect ratio not kept (a CIFAR model sees 32x32 exactly as in training).
-Files are checked before they are decoded: a byte limit, then a pixel limit read from the
-header, so a decompression bomb is refused without allocating it. Every refusal is one
-``ImageError`` whose ``status`` is the HTTP answer: 413 over a limit, 415 not an image (or a
-format the service does not take), 422 unreadable or corrupt.
+
+Files are checked before they are decoded, so a decompression bomb is refused without
+allocating it: a byte limit, then a pixel limit read from the header (``Image.open`` reads
+the header only). The pixels counted are the ones that will be decoded: a JPEG is decoded
+at a reduced scale (libjpeg's DCT scaling, ``Image.draft``, down to 1/8) when the model's
+input is smaller, so a 4000 x 3000 photo costs 500 x 375 pixels for a 32 x 32 model, and
+the limit is checked on that reduced size. Other formats decode at full size. Every
+refusal is one ``ImageError`` whose ``status`` is the HTTP answer: 413 over a limit, 415 not
+an image (or a format the service does not take), 422 unreadable or corrupt (a header of
+an accepted format that Pillow cannot parse, such as a 0 x 0 PNG, is corrupt, not "not an
+image").
 
 Thread safety: ``load_image`` and ``decode_upload`` keep no state; many threads may call
-them at once (Pillow releases the GIL while decoding).
+them at once (Pillow releases the GIL while decoding). ``large_decode`` lets a caller wrap
+the decoding of a large image in its own context (the service caps how many run at once).
+Pillow's own bomb guard (``Image.MAX_IMAGE_PIXELS``, 89 MP: a warning, then an error above
+twice that) is left as it is; its ``DecompressionBombError`` is answered as a 413 too.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +42,23 @@ __all__ = [
     "ACCEPTED_FORMATS",
     "MAX_FILE_BYTES",
     "MAX_PIXELS",
+    "LargeDecode",
     "check_header",
     "decode_upload",
     "expand_inputs",
     "load_image",
 ]
 
-# 50 MP: larger images are refused before decoding. A 50 MP RGB image is 150 MB in memory;
-# a crafted 100000 x 100000 PNG header would ask for 30 GB.
+# 50 MP: larger files named on the command line are refused before decoding. A 50 MP RGB
+# image is 150 MB in memory; a crafted 100000 x 100000 PNG header would ask for 30 GB.
+# (The service uses a much lower limit: cnnbench.serve.engine.DEFAULT_MAX_PIXELS.)
 MAX_PIXELS = 50_000_000
 MAX_FILE_BYTES = 100 * 1024 * 1024  # 100 MiB
 ACCEPTED_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # what the service takes (decode_upload)
 _SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+# ``large_decode(pixels)`` -> a context the decoding of that many pixels runs in.
+LargeDecode = Callable[[int], AbstractContextManager[Any]]
 
 
 def load_image(
@@ -56,22 +71,17 @@ def load_image(
     """Decode an image file (path or bytes) into a (3, H, W) uint8 array of ``size``.
 
     Raises ``ImageError`` (one-line reason) for a missing, unreadable, empty, oversized,
-    non-image, truncated or corrupt file, and for images over ``max_pixels``. Multi-frame
-    files (GIF, TIFF) use their first frame.
+    non-image, truncated or corrupt file, and for images over ``max_pixels`` (counted after
+    JPEG's reduced-scale decoding). Multi-frame files (GIF, TIFF) use their first frame.
     """
     from PIL import Image, UnidentifiedImageError
 
-    h, w = (size, size) if isinstance(size, int) else size
+    target = _target(size)
     fp = _open_source(source, max_bytes)
     try:
         with Image.open(fp) as im:  # reads the header only
-            _check_pixels(*im.size, max_pixels)
-            im.draft("RGB", (w, h))  # JPEG: decode at a reduced scale when possible
-            im.load()
-            rgb = _flatten_to_rgb(im)
-            if rgb.size != (w, h):
-                rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
-            return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
+            _reduce_and_check(im, target, max_pixels)
+            return _decode(im, target)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -86,29 +96,22 @@ def load_image(
 
 
 def check_header(
-    data: bytes, max_pixels: int = MAX_PIXELS, formats: Sequence[str] = ACCEPTED_FORMATS
+    data: bytes,
+    max_pixels: int = MAX_PIXELS,
+    formats: Sequence[str] = ACCEPTED_FORMATS,
+    size: int | tuple[int, int] | Sequence[int] | None = None,
 ) -> str:
-    """The format of an upload, from its header alone; ``ImageError`` 415 / 413 / 422 if bad."""
-    from PIL import Image, UnidentifiedImageError
+    """The format of an upload, from its header alone; ``ImageError`` 415 / 413 / 422 if bad.
 
-    if not data:
-        raise _not_an_image("the upload is empty")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=formats) as img:
-                fmt, (width, height) = img.format, img.size
-    except Image.DecompressionBombError as e:
-        raise _too_many_pixels(str(e)) from None
-    except UnidentifiedImageError:
-        raise _not_an_image(_unidentified_detail(data, formats)) from None
-    except Exception as e:  # a header that parses as a format but is malformed
-        raise ImageError(f"cannot read the image header ({e})") from None
-    if width * height > max_pixels:
-        raise _too_many_pixels(
-            f"{width}x{height} pixels is more than the limit of {max_pixels:,} pixels"
-        )
-    return fmt
+    With ``size`` (the model's input), a JPEG's pixels are counted at the reduced scale it
+    would be decoded at; without it, at full size.
+    """
+    with _open_upload(data, formats) as im:
+        if size is None:
+            _check_pixels(*im.size, max_pixels)
+        else:
+            _reduce_and_check(im, _target(size), max_pixels)
+        return str(im.format)
 
 
 def decode_upload(
@@ -117,14 +120,25 @@ def decode_upload(
     *,
     max_pixels: int = MAX_PIXELS,
     formats: Sequence[str] = ACCEPTED_FORMATS,
+    large_decode: LargeDecode | None = None,
 ) -> np.ndarray:
-    """Uploaded bytes -> (3, H, W) uint8: the header is checked first (``check_header``), and
-    an image that then fails to decode is a 422 ``corrupt_image``."""
-    fmt = check_header(data, max_pixels, formats)
-    try:
-        return load_image(data, size, max_pixels=max_pixels, max_bytes=max(len(data), 1))
-    except ImageError as e:
-        raise ImageError(f"cannot decode the {fmt} image: {e}") from None
+    """Uploaded bytes -> (3, H, W) uint8. The header is checked first, in the same open
+    (415 / 413 / 422 as ``check_header``); an image that then fails to decode is a 422
+    ``corrupt_image``. ``large_decode(pixels)``, if given, is the context the decoding runs
+    in (the service caps concurrent large decodes with it)."""
+    target = _target(size)
+    with _open_upload(data, formats) as im:
+        fmt = im.format
+        _reduce_and_check(im, target, max_pixels)
+        gate = large_decode(im.size[0] * im.size[1]) if large_decode else nullcontext()
+        try:
+            with gate:
+                return _decode(im, target)
+        except MemoryError:
+            raise
+        except Exception as e:  # Pillow raises many types for broken pixel data
+            detail = f"corrupt or truncated image data ({e})"
+            raise ImageError(f"cannot decode the {fmt} image: {detail}") from None
 
 
 def expand_inputs(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -143,6 +157,56 @@ def expand_inputs(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
         p = Path(item)
         out += sorted(f for f in p.rglob("*") if is_image(f)) if p.is_dir() else [p]
     return out
+
+
+def _target(size: int | tuple[int, int] | Sequence[int]) -> tuple[int, int]:
+    """(width, height) of a ``size`` given as an int or as (height, width)."""
+    if isinstance(size, int):
+        return size, size
+    h, w = size
+    return int(w), int(h)
+
+
+def _open_upload(data: bytes, formats: Sequence[str]) -> Any:
+    """``Image.open`` of uploaded bytes restricted to ``formats``: header only, no pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise _not_an_image("the upload is empty")
+    try:
+        return Image.open(io.BytesIO(data), formats=formats)
+    except Image.DecompressionBombError as e:
+        raise _too_many_pixels(str(e)) from None
+    except UnidentifiedImageError:
+        fmt = _signature(data)
+        if fmt in formats:  # Pillow's plugins refuse a malformed header as "unidentified"
+            raise ImageError(f"the {fmt} header is invalid (bad size or fields)") from None
+        raise _not_an_image(_unidentified_detail(data, formats)) from None
+    except Exception as e:  # a header that parses as a format but is malformed
+        raise ImageError(f"cannot read the image header ({e})") from None
+
+
+def _reduce_and_check(im: Any, target: tuple[int, int], max_pixels: int) -> None:
+    """Ask for reduced-scale decoding (JPEG only: ``draft`` is a no-op for other formats),
+    then refuse the image if what will be decoded is empty or over ``max_pixels``."""
+    if 0 in im.size:
+        raise ImageError(f"image has no pixels ({im.size[0]} x {im.size[1]})")
+    im.draft("RGB", target)  # JPEG: scale 1/2, 1/4 or 1/8 while staying >= target
+    _check_pixels(*im.size, max_pixels)
+
+
+def _decode(im: Any, target: tuple[int, int]) -> np.ndarray:
+    """The pixels of an opened image at ``target`` (w, h), as (3, H, W) uint8. Each full-size
+    copy is freed as soon as the next one exists (``close`` releases Pillow's pixels now,
+    not when the caller's ``with`` ends)."""
+    from PIL import Image
+
+    im.load()
+    rgb = _flatten_to_rgb(im)
+    im.close()
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
 def _open_source(source: bytes | str | os.PathLike[str], max_bytes: int) -> Any:
@@ -176,34 +240,50 @@ def _check_bytes(n_bytes: int, max_bytes: int) -> None:
 
 
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise _too_many_pixels(
-            f"{width} x {height} = {width * height / 1e6:.0f} MP is over the "
-            f"{max_pixels / 1e6:.0f} MP limit"
-        )
     if width == 0 or height == 0:
         raise ImageError(f"image has no pixels ({width} x {height})")
+    if width * height > max_pixels:
+        raise _too_many_pixels(
+            f"{width} x {height} = {width * height / 1e6:.3g} MP is over the "
+            f"{max_pixels / 1e6:.3g} MP limit ({max_pixels:,} pixels)"
+        )
 
 
 def _flatten_to_rgb(im: Any) -> Any:
-    """RGB Pillow image of any mode: alpha onto white, 16-bit and float scaled to 8 bits."""
+    """RGB Pillow image of any mode: alpha onto white, 16-bit and 32-bit integers scaled to
+    8 bits, floats in [0, 1] or [0, 255] too."""
     from PIL import Image
 
     if im.mode in _SIXTEEN_BIT or im.mode == "I":
-        a = np.asarray(im).astype(np.float64)
+        a = np.asarray(im).astype(np.int64)
         # "I" (32-bit) is how Pillow opens some 16-bit files: scale only if values exceed 8 bits.
-        scale = 257.0 if (im.mode in _SIXTEEN_BIT or (a.size and a.max() > 255)) else 1.0
-        im = Image.fromarray(np.clip(a / scale + 0.5, 0, 255).astype(np.uint8), "L")
+        if im.mode in _SIXTEEN_BIT or (a.size and a.max() > 255):
+            a = (2 * a + 257) // 514  # round(a / 257) in integers: exact, no float64 copy
+        im = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "L")
     elif im.mode == "F":
         a = np.asarray(im).astype(np.float64)
         a = a * 255.0 if a.size and a.max() <= 1.0 else a  # floats in [0, 1] or [0, 255]
         im = Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L")
     transparent = im.mode in ("RGBA", "LA", "PA", "La", "RGBa")
     if transparent or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
+        rgba = im if im.mode == "RGBA" else im.convert("RGBA")  # no needless full-size copy
         im = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im.alpha_composite(rgba)
+        del rgba
     return im.convert("RGB")
+
+
+def _signature(data: bytes) -> str | None:
+    """The accepted format whose magic bytes ``data`` starts with, if any."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM" and len(data) >= 14 and data[6:10] == b"\0\0\0\0":
+        return "BMP"
+    return None
 
 
 def _unidentified_detail(data: bytes, formats: Sequence[str]) -> str:

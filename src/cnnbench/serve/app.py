@@ -3,19 +3,31 @@
     POST /predict?top_k=5        multipart field ``file``: one image -> top-k labels + timings
     POST /predict/batch?top_k=5  multipart field ``files``: several images -> one result each
     GET  /health  /model  /metrics (Prometheus text)  /  (the web page)
+    GET  /docs                   Swagger UI, its assets served from ``swagger-ui-bundle-v2``
 
-Every error is JSON ``{"error": <code word>, "detail": <sentence>}``: 413 request body over
-``max_upload_mb`` (refused from ``Content-Length`` before reading, and enforced again while
-reading, for chunked or lying clients) or an image over ``max_pixels`` (read from its header,
-before decoding: decompression bombs); 415 not an image, or a format other than PNG, JPEG,
-WebP, BMP; 422 a corrupt image, a missing or misnamed field, a bad query value; 500 anything
-unexpected, with a generic message (the traceback is logged on the server, never sent).
+Every error the service answers is JSON ``{"error": <code word>, "detail": <sentence>}``:
+400 a malformed request (bad Content-Length; see ``cnnbench.serve.protocol`` for the ones
+uvicorn answers itself); 404 / 405 an unknown path or method; 408 a request body that did
+not arrive within ``body_timeout`` seconds (slowloris; the connection is then closed); 413
+request body over ``max_upload_mb`` (refused from ``Content-Length`` before reading, and
+enforced again while reading, for chunked or lying clients) or an image over
+``max_pixels`` (read from its header, before decoding: decompression bombs); 415 not an
+image, or a format other than PNG, JPEG, WebP, BMP; 422 a corrupt image or header, a
+missing or misnamed field, a bad query value; 500 anything unexpected, with a generic
+message (the traceback is logged on the server, never sent). No answer holds a path of
+the server's file system (``/model`` names the model file and gives its sha256).
+
+Memory is bounded by the settings: bodies by ``max_upload_mb`` (Starlette spools file
+parts over 1 MB to disk), decoding by ``max_pixels`` and ``large_decodes``
+(``cnnbench.serve.engine``), threads by ``workers``; glibc's mmap threshold is pinned so
+large buffers go back to the OS when freed (``cnnbench.serve.memory``).
 
 Concurrency (the choice and its measurement). The event loop only parses HTTP; decoding an
 image and running the model are CPU work and go to one ``ThreadPoolExecutor`` of
-``workers`` threads (default: the number of cores) - ONNX Runtime and PyTorch release the
-GIL inside their kernels, and Pillow while decoding, so the threads run in parallel. Each
-runtime gets ``cores // workers`` intra-op threads (1 by default), so ``workers`` requests
+``workers`` threads (default ``min(4, cores)``: it does not grow with the machine, since
+each thread may hold a decode in memory) - ONNX Runtime and PyTorch release the GIL
+inside their kernels, and Pillow while decoding, so the threads run in parallel. Each
+runtime gets ``cores // workers`` intra-op threads (at least 1), so ``workers`` requests
 in flight never oversubscribe the cores: for the small CNNs served here one request per core
 beats several cores on one request. Optional micro-batching (``micro_batch > 1``,
 ``cnnbench serve --micro-batch 8 --batch-wait-ms 2``) lets concurrent requests share one
@@ -36,6 +48,7 @@ It is worth turning on for larger models (ResNet-34), where the model call domin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -50,14 +63,23 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from cnnbench.inference import ImageError
 from cnnbench.rundir import RunDir
+from cnnbench.serve import memory
 from cnnbench.serve.batching import MicroBatcher
-from cnnbench.serve.engine import DEFAULT_MAX_PIXELS, ServedModel, load_served_model
+from cnnbench.serve.engine import ServedModel, load_served_model
+from cnnbench.serve.limits import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_LARGE_DECODES,
+    DEFAULT_MAX_FILES,
+    DEFAULT_MAX_PIXELS,
+    default_workers,
+)
 from cnnbench.serve.metrics import CONTENT_TYPE, Metrics
 
 log = logging.getLogger("cnnbench.serve")
@@ -69,19 +91,22 @@ ASGIApp = Callable[
 ]
 
 KNOWN_PATHS = frozenset(
-    {"/", "/health", "/model", "/metrics", "/predict", "/predict/batch", "/openapi.json"}
+    {"/", "/health", "/model", "/metrics", "/predict", "/predict/batch", "/openapi.json", "/docs"}
 )
+DOCS_ASSETS = "/docs/assets/"  # one metrics label for every asset file
 TopK = Annotated[int, Query(ge=1, le=1000, description="how many labels to return")]
-DEFAULT_MAX_FILES = 32  # images per /predict/batch request
 _REASONS = {
     400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
     500: "internal_error",
+    503: "unavailable",
 }
+_SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
 
 
 def create_app(
@@ -92,44 +117,66 @@ def create_app(
     max_upload_mb: float = 10.0,
     workers: int | None = None,
     max_files: int = DEFAULT_MAX_FILES,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
+    large_decodes: int | None = None,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
     micro_batch: int = 1,
     batch_wait_ms: float = 2.0,
 ) -> FastAPI:
     """The service for the run at ``run_dir`` (or an already loaded ``model``).
 
     The model is loaded here, once (``ModelLoadError`` if it cannot be). ``workers``: threads
-    that decode and predict (default: cores); ``micro_batch``: images per model call when
-    requests arrive together (1: off), waiting at most ``batch_wait_ms`` for them.
+    that decode and predict (default ``min(4, cores)``); ``max_pixels`` / ``large_decodes``:
+    the decoding limits (``cnnbench.serve.engine``; given with ``model``, they replace the
+    model's); ``body_timeout``: seconds a request body may take to arrive; ``micro_batch``:
+    images per model call when requests arrive together (1: off), waiting at most
+    ``batch_wait_ms`` for them. Pins glibc's mmap threshold (process-wide,
+    ``cnnbench.serve.memory``) so the memory of large decodes goes back to the OS.
     """
     cores = os.cpu_count() or 1
-    workers = max(1, workers or cores)
+    workers = max(1, workers or default_workers())
+    memory.pin_mmap_threshold()
     if model is None:
         if run_dir is None:
             raise ValueError("create_app needs run_dir or model")
         model = load_served_model(
-            run_dir, backend=backend, threads=max(1, cores // workers), max_pixels=max_pixels
+            run_dir,
+            backend=backend,
+            threads=max(1, cores // workers),
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            large_decodes=large_decodes or DEFAULT_LARGE_DECODES,
+        )
+    elif max_pixels is not None or large_decodes is not None:
+        model = dataclasses.replace(
+            model,
+            max_pixels=max_pixels or model.max_pixels,
+            large_decodes=large_decodes or model.large_decodes,
         )
     service = _Service.start(model, workers, micro_batch, batch_wait_ms)
     app = FastAPI(
         title="cnnbench inference service",
         description=f"Serves {model.name} ({model.model}, {model.dataset}) with {model.backend}.",
         lifespan=service.lifespan,
-        docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; /openapi.json stays
+        docs_url=None,  # /docs is added below, with self-hosted assets (no CDN)
         redoc_url=None,
     )
     app.state.model, app.state.metrics, app.state.pool = model, service.metrics, service.pool
     limits = {
         "max_upload_mb": max_upload_mb,
         "max_files": max_files,
-        "max_pixels": max_pixels,
+        "max_pixels": model.max_pixels,
+        "large_decodes": model.large_decodes,
+        "body_timeout_s": body_timeout,
         "workers": workers,
         "micro_batch": micro_batch,
     }
     _add_info_routes(app, service, limits)
     _add_predict_routes(app, service, max_files)
+    _add_docs_routes(app)
     _add_error_handlers(app)
-    app.add_middleware(_Guard, metrics=service.metrics, max_upload_mb=max_upload_mb)
+    app.add_middleware(
+        _Guard, metrics=service.metrics, max_upload_mb=max_upload_mb, body_timeout=body_timeout
+    )
     return app
 
 
@@ -318,6 +365,50 @@ def _add_predict_routes(app: FastAPI, service: _Service, max_files: int) -> None
         }
 
 
+def _add_docs_routes(app: FastAPI) -> None:
+    """``/docs``: Swagger UI with its script, style sheet and icon served by this app from
+    the installed ``swagger-ui-bundle-v2`` (nothing loads from a CDN). Off, with a log line,
+    when the package is not installed."""
+    assets = swagger_assets()
+    if assets is None:
+        log.info("/docs is off: Swagger UI 5 assets not installed (swagger-ui-bundle-v2)")
+        return
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=root + (app.openapi_url or "/openapi.json"),
+            title=f"{app.title} - API",
+            swagger_js_url=root + DOCS_ASSETS + "swagger-ui-bundle.js",
+            swagger_css_url=root + DOCS_ASSETS + "swagger-ui.css",
+            swagger_favicon_url=root + DOCS_ASSETS + "favicon-32x32.png",
+            swagger_ui_parameters={"validatorUrl": None},  # no badge fetched from outside
+        )
+
+    @app.get(DOCS_ASSETS + "{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        path = assets.get(name)
+        if path is None:
+            raise HTTPException(404, f"no documentation asset {name!r}")
+        return FileResponse(path, headers={"cache-control": "public, max-age=86400"})
+
+
+def swagger_assets() -> dict[str, Path] | None:
+    """{file name: path} of the Swagger UI files ``/docs`` needs, from ``swagger_ui_bundle``
+    (Swagger UI 5 or later: FastAPI writes OpenAPI 3.1, which version 4 cannot show)."""
+    try:
+        import swagger_ui_bundle
+    except ImportError:
+        return None
+    root = Path(str(swagger_ui_bundle.swagger_ui_path))
+    major = root.name.removeprefix("swagger-ui-").split(".")[0]
+    files = {name: root / name for name in _SWAGGER_FILES}
+    if not major.isdigit() or int(major) < 5 or not all(p.is_file() for p in files.values()):
+        return None
+    return files
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error as JSON ``{"error", "detail"}``."""
 
@@ -357,22 +448,30 @@ def _describe(errors: Any) -> str:
 
 
 class _Guard:
-    """Outermost ASGI layer: the body-size limit, request metrics, and the last-resort 500.
+    """Outermost ASGI layer: the body-size limit, the body deadline, request metrics, and the
+    last-resort 500.
 
     Sits inside Starlette's ``ServerErrorMiddleware`` (which would answer a bare text 500 and
-    re-raise), so that every answer, the 413 and the unexpected error included, is JSON and
-    counted, and the server keeps serving.
+    re-raise), so that every answer, the 413, the 408 and the unexpected error included, is
+    JSON and counted, and the server keeps serving. uvicorn has no timeout for a body that
+    arrives slowly, so the body must be complete ``body_timeout`` seconds after the request
+    head: each read waits only for what is left of that time, then the answer is a 408 with
+    ``Connection: close``. A 413 found while reading closes the connection too (the rest
+    of the body would only be read and discarded).
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_upload_mb: float) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_upload_mb: float, body_timeout: float
+    ) -> None:
         self.app, self.metrics, self.max_mb = app, metrics, max_upload_mb
         self.max_bytes = int(max_upload_mb * 1024 * 1024)
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        path = _metrics_path(scope["path"])
         status = {"code": 500, "started": False}
         t0 = time.perf_counter()
         self.metrics.request_started()
@@ -382,30 +481,23 @@ class _Guard:
                 status["code"], status["started"] = message["status"], True
             await send(message)
 
-        async def reply(code: int, error: str, detail: str) -> None:
-            await _error(code, error, detail)(scope, receive, send_counted)
+        async def reply(code: int, error: str, detail: str, headers: Any = None) -> None:
+            await _error(code, error, detail, headers)(scope, receive, send_counted)
 
         try:
             length = _content_length(scope)
             if length is not None and length > self.max_bytes:
-                await reply(413, "too_large", self._too_large(length))
+                await reply(413, "too_large", self._too_large(length), _CLOSE)
                 return
-            seen = 0
-
-            async def limited_receive() -> Message:
-                nonlocal seen
-                message = await receive()
-                if message["type"] == "http.request":
-                    seen += len(message.get("body", b""))
-                    if seen > self.max_bytes:
-                        raise HTTPException(413, self._too_large(seen, more=True))
-                return message
-
-            await self.app(scope, limited_receive, send_counted)
+            await self.app(scope, self._guarded(receive, t0), send_counted)
         except _BadLength as e:
-            await reply(400, "bad_request", str(e))
+            await reply(400, "bad_request", str(e), _CLOSE)
         except ClientDisconnect:
             status["code"] = 499  # nginx's code for "client closed the request"; nothing to send
+        except HTTPException as e:  # raised while reading, outside FastAPI's handlers
+            if not status["started"]:
+                reason = _REASONS.get(e.status_code, "error")
+                await reply(e.status_code, reason, str(e.detail), e.headers)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope["path"])
             if not status["started"]:
@@ -413,9 +505,42 @@ class _Guard:
         finally:
             self.metrics.request_finished(path, int(status["code"]), time.perf_counter() - t0)
 
+    def _guarded(self, receive: Any, t0: float) -> Callable[[], Awaitable[Message]]:
+        """``receive`` with the size limit and the deadline, until the body is complete."""
+        deadline = t0 + self.body_timeout
+        seen, done = 0, False
+
+        async def guarded_receive() -> Message:
+            nonlocal seen, done
+            if done:  # later reads only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                left = max(0.0, deadline - time.perf_counter())
+                message = await asyncio.wait_for(receive(), left)
+            except asyncio.TimeoutError:
+                detail = f"the request body did not arrive within {self.body_timeout:g} s"
+                raise HTTPException(408, detail, headers=_CLOSE) from None
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, self._too_large(seen, more=True), headers=_CLOSE)
+                done = not message.get("more_body", False)
+            return message
+
+        return guarded_receive
+
     def _too_large(self, size: int, more: bool = False) -> str:
         got = f"more than {self.max_bytes:,}" if more else f"{size:,}"
         return f"request body of {got} bytes is over the {self.max_mb:g} MB upload limit"
+
+
+_CLOSE = {"connection": "close"}
+
+
+def _metrics_path(path: str) -> str:
+    if path in KNOWN_PATHS:
+        return path
+    return DOCS_ASSETS if path.startswith(DOCS_ASSETS) else "other"
 
 
 class _BadLength(ValueError):

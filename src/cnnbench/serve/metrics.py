@@ -1,16 +1,21 @@
-"""Request metrics of the inference service, rendered in the Prometheus text format (0.0.4).
+"""Request metrics of the inference service, through ``prometheus_client`` (text format 0.0.4).
 
-Written by hand (no ``prometheus_client`` dependency): a handful of counters, two histograms
-and one sliding-window summary, all behind one lock, so any thread may record. Families:
+Each ``Metrics`` has its own ``CollectorRegistry`` (two apps in one process never share
+counts); any thread may record. Families:
 
 - ``cnnbench_requests_total{path,code}``: every answered request (unknown paths: ``other``);
 - ``cnnbench_request_errors_total{code}``: the subset with code >= 400;
 - ``cnnbench_request_duration_seconds{path}``: histogram of the whole request, server side;
-- ``cnnbench_predict_latency_seconds{quantile}``: p50/p90/p99 of the prediction requests
-  over the last ``window`` of them (a summary: quantiles are not aggregatable, buckets are);
+- ``cnnbench_predict_latency_seconds{quantile}``: p50/p90/p99 of the successful prediction
+  requests over the last ``window`` of them (a summary: quantiles are not aggregatable,
+  buckets are; ``prometheus_client``'s own Summary has no quantiles, so a collector
+  renders this one);
 - ``cnnbench_inference_duration_seconds``: histogram of model calls alone (one per batch);
 - ``cnnbench_images_total``: images classified; ``cnnbench_in_flight_requests`` (gauge);
-- ``cnnbench_model_info{...} 1`` and ``cnnbench_start_time_seconds``.
+- ``cnnbench_model_info{...} 1`` and ``cnnbench_start_time_seconds``;
+- ``process_*`` (resident memory, CPU seconds, open files) from ``ProcessCollector``.
+
+Counters and histograms also get the client's standard ``*_created`` series.
 """
 
 from __future__ import annotations
@@ -18,29 +23,28 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.metrics_core import Metric, SummaryMetricFamily
+
+__all__ = ["CONTENT_TYPE", "DEFAULT_BUCKETS", "QUANTILES", "Metrics", "percentile"]
 
 # Seconds; fine resolution below 50 ms, where a small CNN answers.
 DEFAULT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 QUANTILES = (0.5, 0.9, 0.99)
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _labels(pairs: Mapping[str, str]) -> str:
-    if not pairs:
-        return ""
-    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in pairs.items()) + "}"
-
-
-def _num(x: float) -> str:
-    if math.isinf(x):
-        return "+Inf" if x > 0 else "-Inf"
-    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -54,29 +58,34 @@ def percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-class _Histogram:
-    def __init__(self, buckets: Sequence[float]) -> None:
-        self.buckets = tuple(buckets)
-        self.counts = [0] * len(self.buckets)  # non-cumulative; made cumulative on render
-        self.total = 0
-        self.sum = 0.0
+class _LatencyWindow:
+    """A collector: the sliding-window summary of successful prediction requests."""
 
-    def observe(self, value: float) -> None:
-        for i, upper in enumerate(self.buckets):
-            if value <= upper:
-                self.counts[i] += 1
-                break
-        self.total += 1
-        self.sum += value
+    NAME = "cnnbench_predict_latency_seconds"
 
-    def lines(self, name: str, labels: Mapping[str, str]) -> Iterable[str]:
-        running = 0
-        for upper, count in zip(self.buckets, self.counts, strict=True):
-            running += count
-            yield f"{name}_bucket{_labels({**labels, 'le': _num(upper)})} {running}"
-        yield f"{name}_bucket{_labels({**labels, 'le': '+Inf'})} {self.total}"
-        yield f"{name}_sum{_labels(labels)} {_num(self.sum)}"
-        yield f"{name}_count{_labels(labels)} {self.total}"
+    def __init__(self, window: int) -> None:
+        self._lock = threading.Lock()
+        self._recent: deque[float] = deque(maxlen=window)
+
+    def add(self, seconds: float) -> None:
+        with self._lock:
+            self._recent.append(seconds)
+
+    def values(self) -> list[float]:
+        with self._lock:
+            return list(self._recent)
+
+    def collect(self) -> Iterator[Metric]:
+        recent = self.values()
+        family = SummaryMetricFamily(
+            self.NAME,
+            f"Successful prediction requests, last {self._recent.maxlen} of them.",
+            count_value=len(recent),
+            sum_value=sum(recent),
+        )
+        for q in QUANTILES:
+            family.add_sample(self.NAME, {"quantile": str(q)}, percentile(recent, q))
+        yield family
 
 
 class Metrics:
@@ -90,106 +99,81 @@ class Metrics:
         predict_paths: Iterable[str] = ("/predict", "/predict/batch"),
         info: Mapping[str, str] | None = None,
     ) -> None:
-        self._lock = threading.Lock()
-        self._buckets = tuple(buckets)
+        r = self.registry = CollectorRegistry()
         self._predict_paths = frozenset(predict_paths)
-        self._requests: dict[tuple[str, int], int] = defaultdict(int)
-        self._errors: dict[int, int] = defaultdict(int)
-        self._durations: dict[str, _Histogram] = {}
-        self._recent: deque[float] = deque(maxlen=window)
-        self._inference = _Histogram(self._buckets)
-        self._images = 0
-        self._in_flight = 0
-        self.info = dict(info or {})
+        self._requests = Counter(
+            "cnnbench_requests",
+            "Requests answered, by path and code.",
+            ["path", "code"],
+            registry=r,
+        )
+        self._errors = Counter(
+            "cnnbench_request_errors", "Requests answered with code >= 400.", ["code"], registry=r
+        )
+        self._durations = Histogram(
+            "cnnbench_request_duration_seconds",
+            "Whole request time on the server, by path.",
+            ["path"],
+            buckets=buckets,
+            registry=r,
+        )
+        self._latency = _LatencyWindow(window)
+        r.register(self._latency)
+        self._inference = Histogram(
+            "cnnbench_inference_duration_seconds",
+            "Model calls alone (one per batch of images).",
+            buckets=buckets,
+            registry=r,
+        )
+        self._images = Counter("cnnbench_images", "Images classified.", registry=r)
+        self._in_flight = Gauge(
+            "cnnbench_in_flight_requests", "Requests being served now.", registry=r
+        )
+        self.info = {k: str(v) for k, v in (info or {}).items()}
+        Info("cnnbench_model", "The served model (value is always 1).", registry=r).info(self.info)
         self.start_time = time.time()
+        Gauge("cnnbench_start_time_seconds", "Unix time the service started.", registry=r).set(
+            round(self.start_time, 3)
+        )
+        ProcessCollector(registry=r)
 
     def request_started(self) -> None:
-        with self._lock:
-            self._in_flight += 1
+        self._in_flight.inc()
 
     def request_finished(self, path: str, code: int, seconds: float) -> None:
         """Record one answered request (``path`` already reduced to a known route)."""
-        with self._lock:
-            self._in_flight -= 1
-            self._requests[(path, code)] += 1
-            if code >= 400:
-                self._errors[code] += 1
-            hist = self._durations.get(path)
-            if hist is None:
-                hist = self._durations[path] = _Histogram(self._buckets)
-            hist.observe(seconds)
-            if path in self._predict_paths and code < 400:
-                self._recent.append(seconds)
+        self._in_flight.dec()
+        self._requests.labels(path=path, code=str(code)).inc()
+        if code >= 400:
+            self._errors.labels(code=str(code)).inc()
+        self._durations.labels(path=path).observe(seconds)
+        if path in self._predict_paths and code < 400:
+            self._latency.add(seconds)
 
     def inference(self, images: int, seconds: float) -> None:
         """Record one model call over ``images`` images."""
-        with self._lock:
-            self._images += images
-            self._inference.observe(seconds)
+        self._images.inc(images)
+        self._inference.observe(seconds)
 
     def snapshot(self) -> dict[str, object]:
         """Plain numbers for tests and logs: totals, errors by code, latency quantiles."""
-        with self._lock:
-            recent = list(self._recent)
-            return {
-                "requests": sum(self._requests.values()),
-                "errors": dict(self._errors),
-                "images": self._images,
-                "latency_s": {q: percentile(recent, q) for q in QUANTILES},
-            }
+        requests = sum(s.value for s in _samples(self._requests, "_total"))
+        errors = {int(s.labels["code"]): int(s.value) for s in _samples(self._errors, "_total")}
+        recent = self._latency.values()
+        return {
+            "requests": int(requests),
+            "errors": errors,
+            "images": int(sum(s.value for s in _samples(self._images, "_total"))),
+            "latency_s": {q: percentile(recent, q) for q in QUANTILES},
+        }
 
     def render(self) -> str:
         """The Prometheus text exposition of every family."""
-        with self._lock:
-            out: list[str] = []
+        return generate_latest(self.registry).decode("utf-8")
 
-            def family(name: str, kind: str, help_text: str) -> None:
-                out.append(f"# HELP {name} {help_text}")
-                out.append(f"# TYPE {name} {kind}")
 
-            family("cnnbench_requests_total", "counter", "Requests answered, by path and code.")
-            for (path, code), n in sorted(self._requests.items()):
-                out.append(
-                    f"cnnbench_requests_total{_labels({'path': path, 'code': str(code)})} {n}"
-                )
-            family(
-                "cnnbench_request_errors_total", "counter", "Requests answered with code >= 400."
-            )
-            for code, n in sorted(self._errors.items()):
-                out.append(f"cnnbench_request_errors_total{_labels({'code': str(code)})} {n}")
-            family(
-                "cnnbench_request_duration_seconds",
-                "histogram",
-                "Whole request time on the server, by path.",
-            )
-            for path, hist in sorted(self._durations.items()):
-                out.extend(hist.lines("cnnbench_request_duration_seconds", {"path": path}))
-            recent = list(self._recent)
-            family(
-                "cnnbench_predict_latency_seconds",
-                "summary",
-                f"Successful prediction requests, last {self._recent.maxlen} of them.",
-            )
-            for q in QUANTILES:
-                value = percentile(recent, q)
-                text = "NaN" if math.isnan(value) else _num(value)
-                out.append(
-                    f"cnnbench_predict_latency_seconds{_labels({'quantile': str(q)})} {text}"
-                )
-            out.append(f"cnnbench_predict_latency_seconds_sum {_num(sum(recent))}")
-            out.append(f"cnnbench_predict_latency_seconds_count {len(recent)}")
-            family(
-                "cnnbench_inference_duration_seconds",
-                "histogram",
-                "Model calls alone (one per batch of images).",
-            )
-            out.extend(self._inference.lines("cnnbench_inference_duration_seconds", {}))
-            family("cnnbench_images_total", "counter", "Images classified.")
-            out.append(f"cnnbench_images_total {self._images}")
-            family("cnnbench_in_flight_requests", "gauge", "Requests being served now.")
-            out.append(f"cnnbench_in_flight_requests {self._in_flight}")
-            family("cnnbench_model_info", "gauge", "The served model (value is always 1).")
-            out.append(f"cnnbench_model_info{_labels(self.info)} 1")
-            family("cnnbench_start_time_seconds", "gauge", "Unix time the service started.")
-            out.append(f"cnnbench_start_time_seconds {_num(round(self.start_time, 3))}")
-            return "\n".join(out) + "\n"
+def _samples(metric: Counter, suffix: str) -> Iterator[Any]:
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith(suffix):
+                yield sample
