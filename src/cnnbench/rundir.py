@@ -61,6 +61,8 @@ SUMMARY = "summary.json"
 BENCH = "bench.json"
 ZOO_CARD = "zoo.json"
 LOCK = "train.lock"
+ROBUSTNESS = "robustness.json"  # cnnbench robustness: accuracy per corruption x severity
+ROBUSTNESS_FIGURES = "robustness"  # its heat map and sample grid
 
 
 class RunDirError(ValueError):

@@ -5,7 +5,10 @@ of its benchmark file (any backend) on the device, at the thread count if one is
 that were never benchmarked are listed as not measured, never guessed; runs that did not
 learn (``cnnbench.verdict``) are skipped, never picked. With ``zoo=True`` the shipped zoo
 models trained on the study's dataset(s) compete too, marked ``zoo`` (a zoo entry is a run
-directory with a benchmark file). Run files are read through ``cnnbench.rundir``.
+directory with a benchmark file). With ``min_corrupted_acc``, only runs whose mean corruption
+accuracy (``cnnbench robustness``: robustness.json, or a zoo card's) reaches it compete; the
+others, and runs never measured for robustness, are skipped with the reason. Run files are
+read through ``cnnbench.rundir``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 from cnnbench.bench.errors import BenchError
 from cnnbench.bench.latency import fastest
+from cnnbench.robustness.protocol import ROBUSTNESS
+from cnnbench.robustness.results import corrupted_accuracy
 from cnnbench.rundir import BENCH, CONFIG, SUMMARY, RunDir
 
 __all__ = ["METRICS", "find_runs", "format_pick", "pick"]
@@ -41,6 +46,7 @@ def pick(
     device: str = "cpu",
     threads: int | None = None,
     zoo: bool = True,
+    min_corrupted_acc: float | None = None,
 ) -> dict[str, Any]:
     """Choose among the runs of ``study_dir`` (and, with ``zoo``, the zoo's models of the
     same dataset); the result lists every candidate by category.
@@ -55,6 +61,10 @@ def pick(
         raise BenchError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
     if budget_ms <= 0:
         raise BenchError(f"--budget-ms must be > 0, got {budget_ms}")
+    if min_corrupted_acc is not None and not 0 <= min_corrupted_acc <= 1:
+        raise BenchError(
+            f"--min-corrupted-acc is a fraction in [0, 1] (0.7 for 70 %), got {min_corrupted_acc}"
+        )
     root = Path(study_dir)
     if not root.is_dir():
         raise BenchError(f"{root} is not a folder")
@@ -66,13 +76,14 @@ def pick(
         "unmeasured": [],
         "skipped": _unfinished(root, configs),
     }
-    for run in runs:
-        kind, row = _classify(run, root, metric, device, threads)
-        found[kind].append(row)
+    candidates = [(run, None) for run in runs]
     if zoo:
-        for name, path in _zoo_entries(_datasets(runs)):
-            kind, row = _classify(path, root, metric, device, threads, zoo_name=name)
-            found[kind].append(row)
+        candidates += [(path, name) for name, path in _zoo_entries(_datasets(runs))]
+    for run, name in candidates:
+        kind, row = _classify(run, root, metric, device, threads, zoo_name=name)
+        if kind != "skipped":
+            kind, row = _robust_enough(kind, row, min_corrupted_acc)
+        found[kind].append(row)
     fits = [r for r in found["measured"] if r["latency_ms"] <= budget_ms]
     over = [r for r in found["measured"] if r["latency_ms"] > budget_ms]
     fits.sort(key=lambda r: (-r["test_acc"], r["latency_ms"]))
@@ -84,6 +95,7 @@ def pick(
         "device": device,
         "threads": threads,
         "zoo": zoo,
+        "min_corrupted_acc": min_corrupted_acc,
         "choice": fits[0] if fits else None,
         "closest": None if fits or not over else over[0],
         "fits": fits,
@@ -185,10 +197,31 @@ def _classify(
     }
 
 
+def _robust_enough(
+    kind: str, row: dict[str, Any], minimum: float | None
+) -> tuple[str, dict[str, Any]]:
+    """The row with its mean corruption accuracy; "skipped" when it is below ``minimum`` or,
+    with a minimum, unknown."""
+    mca = corrupted_accuracy(row["path"])
+    if mca is not None:
+        row = {**row, "corrupted_acc": mca}
+    if minimum is None:
+        return kind, row
+    if mca is None:
+        target = row["run"].removeprefix("zoo:") if row.get("source") == "zoo" else row["path"]
+        why = f"no {ROBUSTNESS} (run `cnnbench robustness {target}`), needed by --min-corrupted-acc"
+        return "skipped", {**row, "reason": why}
+    if mca < minimum:
+        why = f"mean corruption accuracy {mca:.2%} < {minimum:.2%}"
+        return "skipped", {**row, "reason": why}
+    return kind, row
+
+
 def _row(r: dict[str, Any], metric: str) -> str:
     zoo = ", zoo" if r.get("source") == "zoo" else ""
+    mca = f", corrupted {r['corrupted_acc']:.2%}" if r.get("corrupted_acc") is not None else ""
     return (
-        f"{r['run']} ({r['model']}{zoo}): test accuracy {r['test_acc']:.2%}, {metric} "
+        f"{r['run']} ({r['model']}{zoo}): test accuracy {r['test_acc']:.2%}{mca}, {metric} "
         f"{r['latency_ms']:.3f} ms ({r['backend']}, {r['threads']} thread(s), {r['device']})"
     )
 
@@ -198,7 +231,9 @@ def format_pick(result: dict[str, Any]) -> str:
     m, budget = result["metric"], result["budget_ms"]
     lines = []
     if result["choice"] is not None:
-        lines.append(f"pick: {_row(result['choice'], m)} - fits the {budget:g} ms {m} budget")
+        robust = result.get("min_corrupted_acc")
+        also = f" and mean corruption accuracy >= {robust:.2%}" if robust is not None else ""
+        lines.append(f"pick: {_row(result['choice'], m)} - fits the {budget:g} ms {m} budget{also}")
         lines.append(f"serve it: {result['choice']['serve']}")
         others = result["fits"][1:]
         if others:

@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "cnnbench.cli.transfer",  # transfer
     "cnnbench.cli.bench",  # bench, export, predict, pick
     "cnnbench.cli.serve",  # serve
+    "cnnbench.cli.robustness",  # robustness
     "cnnbench.cli.tune",  # tune
     "cnnbench.cli.zoo",  # zoo
     "cnnbench.cli.recipes",  # recipes

@@ -255,6 +255,7 @@ def _cmd_pick(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         zoo=args.zoo,
+        min_corrupted_acc=args.min_corrupted_acc,
     )
     if args.json:
         print(json.dumps(res, indent=2))
@@ -461,6 +462,15 @@ def _add_pick(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="let the shipped zoo models of the study's dataset compete, marked zoo (default: on)",
+    )
+    p.add_argument(
+        "--min-corrupted-acc",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="only models whose mean corruption accuracy (mCA of `cnnbench robustness`, "
+        "CIFAR-10-C protocol) is at least this, e.g. 0.7 for 70 %%; models never measured "
+        "for robustness are then skipped (default: no minimum)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_user(_cmd_pick))

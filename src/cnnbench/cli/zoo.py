@@ -23,20 +23,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("no models shipped yet (cnnbench zoo add RUN adds one)")
         return 0
     head = (f"{'name':<28}{'test %':>15}{'TTA %':>8}{'params':>11}{'MACs':>8}"
-            f"{'fp32 p50/p99 ms':>17}{'int8 p50/p99 ms':>17}{'int8 %':>8}{'train':>8}")  # fmt: skip
+            f"{'fp32 p50/p99 ms':>17}{'int8 p50/p99 ms':>17}{'int8 %':>8}{'mCA %':>8}"
+            f"{'train':>8}")  # fmt: skip
     print(head)
     for c in cards:
         acc = f"{c['test_acc']:.2%}±{(c.get('test_acc_se') or 0):.2%}"
         tta = f"{c['test_acc_tta']:.2%}" if c.get("test_acc_tta") is not None else "-"
         int8 = (c.get("int8") or {}).get("onnx_int8_acc")
+        mca = (c.get("robustness") or {}).get("mca")
         minutes = (c.get("fit_time_s") or c["train_time_s"]) / 60
         print(f"{c['name']:<28}{acc:>15}{tta:>8}{c['params']:>11,}{c['macs'] / 1e6:>7.1f}M"
               f"{_fmt_ms(c.get('latency'), 'onnxruntime'):>17}"
               f"{_fmt_ms(c.get('latency'), 'onnxruntime-int8'):>17}"
-              f"{(f'{int8:.2%}' if int8 is not None else '-'):>8}{minutes:>6.1f}m")  # fmt: skip
+              f"{(f'{int8:.2%}' if int8 is not None else '-'):>8}"
+              f"{(f'{mca:.2%}' if mca is not None else '-'):>8}{minutes:>6.1f}m")  # fmt: skip
     print(
         "\naccuracy: CIFAR test split, validation-selected weights, ± standard error; "
-        "latency: batch 1, ONNX Runtime, one thread (see each card: cnnbench zoo show NAME)"
+        "latency: batch 1, ONNX Runtime, one thread; mCA: mean corruption accuracy, CIFAR-C "
+        "protocol (cnnbench robustness); see each card: cnnbench zoo show NAME"
     )
     return 0
 
@@ -61,26 +65,57 @@ def _cmd_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measures(text: str) -> tuple[str, ...]:
+    from cnnbench.zoo.build import MEASURES
+
+    what = tuple(w.strip() for w in text.split(",") if w.strip())
+    bad = [w for w in what if w not in MEASURES]
+    if bad or not what:
+        raise argparse.ArgumentTypeError(
+            f"choose a comma list of {', '.join(MEASURES)}, got {text!r}"
+        )
+    return what
+
+
+def _measure_line(name: str, card: dict, what: tuple[str, ...]) -> str:
+    parts = []
+    if "latency" in what:
+        lat = card["latency"]
+        parts.append(f"ORT fp32 p50 {lat['onnxruntime']['p50_ms']:.3f} ms, int8 p50 "
+                     f"{lat['onnxruntime-int8']['p50_ms']:.3f} ms (load {lat['load_average']})")  # fmt: skip
+    if "int8" in what:
+        parts.append(f"int8 accuracy {card['int8']['onnx_int8_acc']:.2%}")
+    if "robustness" in what:
+        r = card["robustness"]
+        parts.append(f"mean corruption accuracy {r['mca']:.2%} on {r['images']:,} images "
+                     f"(clean {r['clean_acc']:.2%}, relative drop {r['relative_drop']:.1%})")  # fmt: skip
+    return f"{name}: " + ", ".join(parts)
+
+
 def _cmd_measure(args: argparse.Namespace) -> int:
+    import sys
+
     from cnnbench import zoo
     from cnnbench.cli import UserError
     from cnnbench.zoo.build import measure_entry
 
     names = args.names or zoo.names()
+    paths = []
     for name in names:
         path = zoo.find(name)
         if path is None:
             raise UserError(f"no zoo model {name!r}; shipped: {', '.join(zoo.names()) or 'none'}")
-        card = measure_entry(path, args.data_dir)
-        lat = card["latency"]
-        print(f"{name}: ORT fp32 p50 {lat['onnxruntime']['p50_ms']:.3f} ms, int8 p50 "
-              f"{lat['onnxruntime-int8']['p50_ms']:.3f} ms (load {lat['load_average']}), "
-              f"int8 accuracy {card['int8']['onnx_int8_acc']:.2%}")  # fmt: skip
+        paths.append((name, path))
+    for name, path in paths:
+        card = measure_entry(path, args.data_dir, args.measure,
+                             robustness_images=args.robustness_images,
+                             progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True))  # fmt: skip
+        print(_measure_line(name, card, args.measure))
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `zoo` sub-command (list, show, add)."""
+    """Add the `zoo` sub-command (list, show, add, measure)."""
     p = sub.add_parser(
         "zoo", help="trained models shipped with cnnbench",
         description="List the shipped trained models with their measured accuracy and "
@@ -109,9 +144,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = zsub.add_parser(
         "measure", help="re-measure latency and int8 accuracy of zoo models (minutes)",
         description="Batch-1 latency (ONNX Runtime fp32 and int8, one thread, each in a fresh "
-        "process) and int8 test accuracy of shipped models; updates their cards. Run it on a "
-        "quiet machine: the card records the load average.",
+        "process) and int8 test accuracy of shipped models, and on request their mean "
+        "corruption accuracy (cnnbench robustness); updates their cards. Run it on a quiet "
+        "machine: the card records the load average.",
     )  # fmt: skip
     m.add_argument("names", nargs="*", help="zoo names (default: all)")
     m.add_argument("--data-dir", default=None, help="where the dataset is (default: as trained)")
+    m.add_argument("--measure", type=_measures, default=("latency", "int8"), metavar="LIST",
+                   help="comma list of latency, int8, robustness (default: latency,int8); "
+                   "robustness adds the mean corruption accuracy to the card")  # fmt: skip
+    m.add_argument("--robustness-images", type=int, default=None, metavar="N",
+                   help="test images of the robustness measurement (default: the protocol's)")  # fmt: skip
     m.set_defaults(func=_cmd_measure)

@@ -9,6 +9,8 @@ Latency is batch 1 on the CPU with one thread, per backend (``latencies``); the 
 is placed at (``latency``) is ONNX Runtime fp32 when measured (what ``cnnbench serve`` runs),
 else the fastest backend measured, and always says which. A run "did not learn" when its
 summary says so (``cnnbench.verdict``, computed here for summaries that predate the key).
+A run's mean corruption accuracy (``mca``) comes from its ``robustness.json``
+(``cnnbench robustness``), a zoo model's from its card.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cnnbench.robustness.results import read_robustness
 from cnnbench.rundir import RunDir
 from cnnbench.study.runner import STUDY_BENCH, STUDY_FILE
 from cnnbench.study.spec import EXECUTION_KEYS
@@ -87,7 +90,8 @@ class RunRecord:
     ``latency``: the figure the run is placed at (``{"p50_ms", "p99_ms", "backend",
     "threads", "device"}``): ORT fp32 if measured, else the fastest backend. ``int8_acc``:
     the int8 ONNX model's test accuracy when ``cnnbench export --int8`` measured it.
-    ``did_not_learn``: None, or why the run did not learn.
+    ``did_not_learn``: None, or why the run did not learn. ``robustness``: the run's
+    robustness.json (``cnnbench robustness``), or None.
     """
 
     name: str
@@ -99,6 +103,12 @@ class RunRecord:
     latencies: dict[str, dict[str, float]] = field(default_factory=dict)
     int8_acc: dict[str, float | None] | None = None
     did_not_learn: str | None = None
+    robustness: dict[str, Any] | None = None
+
+    @property
+    def mca(self) -> float | None:
+        """Mean corruption accuracy (a fraction) when measured."""
+        return _finite((self.robustness or {}).get("mca"))
 
     @property
     def test_acc(self) -> float | None:
@@ -181,6 +191,21 @@ class Group:
         return reason
 
     @property
+    def mca(self) -> float | None:
+        """Mean corruption accuracy over the seeds when every seed's was measured, else None."""
+        vals = [r.mca for r in self.runs if r.mca is not None]
+        return statistics.fmean(vals) if vals and len(vals) == len(self.runs) else None
+
+    @property
+    def mca_error(self) -> float | None:
+        """The spread of mCA: std over seeds (n > 1), else the one run's standard error."""
+        if self.mca is None:
+            return None
+        if len(self.runs) > 1:
+            return statistics.stdev(r.mca for r in self.runs if r.mca is not None)
+        return _finite((self.runs[0].robustness or {}).get("mca_se"))
+
+    @property
     def int8_acc(self) -> float | None:
         """Mean int8 ONNX test accuracy when every seed's was measured, else None."""
         vals = [r.int8_acc.get("acc") for r in self.runs if r.int8_acc]
@@ -242,6 +267,20 @@ class ZooEntry:
         return standard_error(self.int8_acc, self.get("test_images"))
 
     @property
+    def robustness(self) -> dict[str, Any]:
+        """The card's robustness summary (``cnnbench robustness``), {} when never measured."""
+        value = self.card.get("robustness")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def mca(self) -> float | None:
+        return _finite(self.robustness.get("mca"))
+
+    @property
+    def mca_se(self) -> float | None:
+        return _finite(self.robustness.get("mca_se"))
+
+    @property
     def label(self) -> str:
         return f"zoo: {self.name}"
 
@@ -274,6 +313,11 @@ class StudyData:
     @property
     def failed(self) -> list[Group]:
         return [g for g in self.groups if g.did_not_learn]
+
+    @property
+    def has_robustness(self) -> bool:
+        """True when some run or zoo model has a mean corruption accuracy."""
+        return any(r.mca is not None for r in self.runs) or any(z.mca is not None for z in self.zoo)
 
     @property
     def has_latency(self) -> bool:
@@ -394,6 +438,7 @@ def read_run(run_dir: Path) -> RunRecord | None:
         latencies=latencies,
         int8_acc=_int8_accuracy(run),
         did_not_learn=learn_verdict(summary, config),
+        robustness=read_robustness(run_dir),
     )
 
 

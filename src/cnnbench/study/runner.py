@@ -58,6 +58,7 @@ class StudyResult:
     failed: dict[str, str] = field(default_factory=dict)
     benched: list[str] = field(default_factory=list)
     bench: bool = True  # measure latency after training (when cnnbench.bench exists)
+    robustness: Any = None  # the study's RobustnessSpec: measure corruption accuracy too
 
     def record(self, name: str, err: BaseException | None, say: Callable[[str], None]) -> None:
         """Note how one run ended (every executor's outcomes come through here)."""
@@ -109,6 +110,7 @@ def has_study_latency(bench: dict[str, Any] | None) -> bool:
 
 
 def _measure(run_dir: Path, result: StudyResult, log: Callable[[str], None]) -> None:
+    _measure_robustness(run_dir, result, log)
     measure = _bench_hook() if result.bench else None
     if measure is None or has_study_latency(RunDir(run_dir).bench()):
         return
@@ -117,6 +119,20 @@ def _measure(run_dir: Path, result: StudyResult, log: Callable[[str], None]) -> 
         result.benched.append(run_dir.name)
     except Exception as e:  # a failed benchmark must not lose the trained run
         log(f"latency of {run_dir.name} not measured: {e.__class__.__name__}: {e}")
+
+
+def _measure_robustness(run_dir: Path, result: StudyResult, log: Callable[[str], None]) -> None:
+    """The corruption protocol of a finished run, when the study asks for it (once per run)."""
+    if result.robustness is None:
+        return
+    from cnnbench.robustness import is_measured, measure_run
+
+    kwargs = result.robustness.measure_kwargs()
+    try:
+        if not is_measured(run_dir, **kwargs):
+            measure_run(run_dir, **kwargs)
+    except Exception as e:  # a failed measurement must not lose the trained run
+        log(f"robustness of {run_dir.name} not measured: {e.__class__.__name__}: {e}")
 
 
 def run_study(
@@ -150,7 +166,7 @@ def run_study(
 
     directory = study_dir(study, runs_dir)
     write_study_file(study, directory, command)
-    result = StudyResult(study_dir=directory, bench=bench)
+    result = StudyResult(study_dir=directory, bench=bench, robustness=study.robustness)
     todo = _not_complete(study, directory, result, say)
     file_cmd = command or (f"cnnbench study {study.source}" if study.source else "cnnbench study")
     runner = _executor(executor, workers, directory, file_cmd, progress, ray_address, gpus_per_run)

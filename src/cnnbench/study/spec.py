@@ -10,6 +10,9 @@ A study file looks like::
       seed: [0, 1, 2]
     runs:                     # optional explicit runs, each merged over base, then crossed
       - {model: resnet34, optimizer: sgd, lr: 0.1}   # with the grid (non-cartesian tables)
+    robustness: true          # optional: measure every finished run on the corruption
+                              # protocol (cnnbench robustness); or {images: 2000, seed: 0},
+                              # or {full: true} for the whole test split
 
 Every expanded run is validated as a RunConfig before anything trains; any problem (unknown
 key, bad value, empty grid, two identical runs) is one ConfigError line naming where it is.
@@ -33,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from cnnbench.robustness.protocol import DEFAULT_IMAGES, DEFAULT_SEED
 from cnnbench.train.config import (
     ConfigError,
     RunConfig,
@@ -41,7 +45,7 @@ from cnnbench.train.config import (
     read_yaml,
 )
 
-STUDY_KEYS = ("name", "description", "base", "grid", "runs")
+STUDY_KEYS = ("name", "description", "base", "grid", "runs", "robustness")
 
 # Order and short form of the settings that make up a run's name. ``model``, ``optimizer``,
 # ``lr`` and ``seed`` always appear; the others only when they vary within the study.
@@ -64,25 +68,84 @@ EXECUTION_KEYS = execution_only_fields()
 _SAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 
+@dataclass(frozen=True)
+class RobustnessSpec:
+    """The study's ``robustness:`` option: measure each finished run on the corruption
+    protocol (``cnnbench.robustness.measure_run``) with ``images`` test images (None: all of
+    them) and ``seed``."""
+
+    images: int | None = DEFAULT_IMAGES
+    seed: int = DEFAULT_SEED
+
+    def measure_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``measure_run`` and ``is_measured``."""
+        return {"images": self.images, "seed": self.seed}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"images": self.images, "full": self.images is None, "seed": self.seed}
+
+
+_ROBUSTNESS_KEYS = ("images", "full", "seed")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_robustness(value: Any) -> RobustnessSpec | None:
+    """``robustness:`` of a study: absent / false (None), true (the default protocol), or a
+    mapping of ``images`` (>= 1), ``full`` (true: every test image) and ``seed`` (>= 0)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return RobustnessSpec()
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"robustness: expected true, false or a mapping of {', '.join(_ROBUSTNESS_KEYS)}, "
+            f"got {value!r}"
+        )
+    unknown = [k for k in value if k not in _ROBUSTNESS_KEYS]
+    if unknown:
+        raise ConfigError(f"robustness: unknown option {unknown[0]!r}; expected: "
+                          f"{', '.join(_ROBUSTNESS_KEYS)}")  # fmt: skip
+    full = value.get("full", False)
+    if not isinstance(full, bool):
+        raise ConfigError(f"robustness.full: expected true or false, got {full!r}")
+    images = value.get("images", None if full else DEFAULT_IMAGES)
+    if full and "images" in value and images is not None:
+        raise ConfigError("robustness: give images or full: true, not both")
+    if not full and (not _is_int(images) or images < 1):
+        raise ConfigError(f"robustness.images: expected a whole number >= 1, got {images!r}")
+    seed = value.get("seed", DEFAULT_SEED)
+    if not _is_int(seed) or seed < 0:
+        raise ConfigError(f"robustness.seed: expected a whole number >= 0, got {seed!r}")
+    return RobustnessSpec(images=None if full else images, seed=seed)
+
+
 @dataclass
 class Study:
-    """An expanded study: its name, where it came from, and one RunConfig per run."""
+    """An expanded study: its name, where it came from, and one RunConfig per run.
+    ``robustness``: measure each finished run on the corruption protocol, or None."""
 
     name: str
     runs: list[RunConfig]
     source: str | None = None
     description: str = ""
     varied: list[str] = field(default_factory=list)  # settings that differ between runs
+    robustness: RobustnessSpec | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What ``study.yaml`` in the study's folder holds: every resolved run config."""
-        return {
+        out = {
             "name": self.name,
             "source": self.source,
             "description": self.description,
             "varied": self.varied,
             "runs": [c.model_dump(mode="json") for c in self.runs],
         }
+        if self.robustness is not None:
+            out["robustness"] = self.robustness.to_dict()
+        return out
 
 
 def _fmt_value(value: Any) -> str:
@@ -166,6 +229,7 @@ def _grid_combos(grid: dict[str, Any]) -> list[dict[str, Any]]:
 def parse_study(data: Any, *, default_name: str = "study", source: str | None = None) -> Study:
     """Expand and validate a study given as a dict (the parsed YAML). Raises ConfigError."""
     name = _check_study_keys(data, default_name)
+    robustness = parse_robustness(data.get("robustness"))
     base = _as_mapping(data.get("base"), "base")
     grid = _as_mapping(data.get("grid"), "grid")
     explicit = data.get("runs")
@@ -194,6 +258,7 @@ def parse_study(data: Any, *, default_name: str = "study", source: str | None = 
         source=source,
         description=str(data.get("description") or "").strip(),
         varied=varied,
+        robustness=robustness,
     )
 
 

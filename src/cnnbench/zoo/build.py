@@ -13,6 +13,11 @@
    accuracy (``cnnbench export --int8``).
 4. ``zoo.json`` (the card, with the sha256 of ``best.pt``) and ``README.md`` (the same card
    for people).
+
+``measure_entry(entry, what=("robustness",))`` adds the mean corruption accuracy
+(``cnnbench robustness``, the default protocol) to the card as ``robustness`` (and writes the
+entry's ``robustness.json`` and figures). The card's ``sha256`` is of ``best.pt`` alone, so
+new card fields never invalidate the shipped weights.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from cnnbench.train.checkpoint import save_checkpoint
 from cnnbench.zoo import sha256_of
 
 CHECK_SUBSET = 2000  # test images of the fixed subset CI re-measures (seed 0)
+MEASURES = ("latency", "int8", "robustness")  # what `cnnbench zoo measure` can measure
+DEFAULT_MEASURES = ("latency", "int8")
 _KEEP = ("model_spec", "config", "epoch", "best_val_acc", "best_epoch", "classes", "mean",
          "std", "input_size", "dataset", "weights")  # fmt: skip
 
@@ -135,18 +142,48 @@ def add_run(
     return card
 
 
-def measure_entry(entry: str | Path, data_dir: str | None = None) -> dict[str, Any]:
-    """Measure a zoo entry's batch-1 latency (ONNX Runtime fp32 and int8, one thread, fresh
-    processes) and its int8 accuracy; update its card. Run it on a quiet machine."""
+def measure_entry(
+    entry: str | Path,
+    data_dir: str | None = None,
+    what: tuple[str, ...] = DEFAULT_MEASURES,
+    *,
+    robustness_images: int | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Measure a zoo entry and update its card: ``latency`` (batch 1, ONNX Runtime fp32 and
+    int8, one thread, fresh processes), ``int8`` (the int8 model's test accuracy) and/or
+    ``robustness`` (mean corruption accuracy, ``cnnbench.robustness``; ``robustness_images``
+    test images, default the protocol's). Run it on a quiet machine."""
+    unknown = [w for w in what if w not in MEASURES]
+    if unknown or not what:
+        raise RunDirError(f"cannot measure {unknown[0] if unknown else 'nothing'!r}; "
+                          f"choose from {', '.join(MEASURES)}")  # fmt: skip
     dest = RunDir(entry)
     card = dest.zoo_card()
     if card is None:
         raise RunDirError(f"{dest.path} is not a zoo entry (no {dest.zoo_card_path.name})")
     dest.verify()
-    card["latency"] = _latency(dest.path)
-    card["int8"] = _int8_accuracy(dest.path, data_dir)
+    if "latency" in what:
+        card["latency"] = _latency(dest.path)
+    if "int8" in what:
+        card["int8"] = _int8_accuracy(dest.path, data_dir)
+    if "robustness" in what:
+        card["robustness"] = _robustness(dest, data_dir, robustness_images, progress)
     _write_card(dest, card)
     return card
+
+
+def _robustness(
+    dest: RunDir, data_dir: str | None, images: int | None, progress: Any
+) -> dict[str, Any]:
+    """The card's summary of a robustness measurement, its full report written beside it."""
+    from cnnbench.robustness.measure import measure_run
+    from cnnbench.robustness.protocol import DEFAULT_IMAGES
+    from cnnbench.robustness.results import card_summary
+
+    report = measure_run(dest, images=images or DEFAULT_IMAGES, data_dir=data_dir,
+                         out_dir=dest.path, progress=progress)  # fmt: skip
+    return card_summary(report)
 
 
 def _write_card(dest: RunDir, card: dict[str, Any]) -> None:
@@ -171,6 +208,16 @@ def _pct(v: float | None, se: float | None = None) -> str:
     if v is None:
         return "-"
     return f"{v:.2%}" + (f" ± {se:.2%}" if se is not None else "")
+
+
+def _robustness_text(r: dict[str, Any] | None) -> str:
+    if not r or r.get("mca") is None:
+        return "- (not measured: `cnnbench zoo measure NAME --measure robustness`)"
+    drop = r.get("relative_drop")
+    groups = ", ".join(f"{g} {_pct(v)}" for g, v in (r.get("groups") or {}).items())
+    return (f"{_pct(r['mca'], r.get('mca_se'))} (CIFAR-C protocol, {r.get('images') or 0:,} test "
+            f"images; clean {_pct(r.get('clean_acc'))} on them, relative drop "
+            f"{_pct(drop)}; {groups})")  # fmt: skip
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -202,6 +249,7 @@ def card_markdown(card: dict[str, Any]) -> str:
                                                 f"int8 {ms('onnxruntime-int8')}"),
         ("int8 accuracy", f"{_pct(int8.get('onnx_int8_acc'))} (fp32 ONNX "
                           f"{_pct(int8.get('onnx_fp32_acc'))})"),
+        ("mean corruption accuracy", _robustness_text(card.get("robustness"))),
         ("sha256 of best.pt", f"`{card['sha256']}`"),
     ]  # fmt: skip
     lines = [f"# {card['name']}", "", "| | |", "|---|---|"]
