@@ -30,8 +30,11 @@ def library_versions() -> dict[str, str]:
 
 @cache
 def git_commit(path: str | None = None) -> str | None:
-    """Commit of the checkout holding ``path`` (default: the working directory), + '-dirty'."""
-    cwd = path or os.getcwd()
+    """Commit of the checkout holding ``path``, + '-dirty'.
+
+    Default: the checkout this package is imported from (the code that runs), not the working
+    directory, which may be another checkout at another commit."""
+    cwd = path or os.path.dirname(os.path.abspath(__file__))
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5

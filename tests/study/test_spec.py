@@ -163,7 +163,7 @@ def test_paper_study_is_table_1_with_three_seeds():
 # ---------------------------------------------------------------- names from what was written
 QUICK_NAMES = [
     *(
-        f"{m}-sgd-lr{lr}-budgetminutes1.25-recipefast-s0"
+        f"{m}-sgd-lr{lr}-budgetminutes1.5-recipefast-s0"
         for m, lr in (("fastnet_small", "0.75"), ("resnet8", "0.75"), ("mobilenetv2_x0_5", "0.4"),
                       ("mobilenetv2_reduced", "0.4"), ("lenet5_relu", "0.2"), ("lenet5", "0.2"))
     ),
@@ -237,6 +237,6 @@ def test_dry_run_shows_the_budget_of_budget_runs(capsys):
     assert main(["study", str(REPO / "studies" / "quick.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     line = next(ln for ln in out.splitlines() if QUICK_NAMES[0] in ln)
-    assert line.rstrip().endswith("cifar10, budget 1.25 min") and "epochs" not in line
+    assert line.rstrip().endswith("cifar10, budget 1.5 min") and "epochs" not in line
     line = next(ln for ln in out.splitlines() if QUICK_NAMES[-1] in ln)
     assert line.rstrip().endswith("cifar10, 2 epochs, 10,000 images")
