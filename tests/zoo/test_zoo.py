@@ -53,7 +53,10 @@ def test_entry_is_never_overwritten(tmp_zoo):
 def test_shipped_weights_remeasure(tmp_zoo, data_dir):
     root, card, _ = tmp_zoo
     entry = root / card["name"]
-    assert measure_test_accuracy(entry, str(data_dir), CHECK_SUBSET) == card["check_subset"]["test_acc"]
+    assert (
+        measure_test_accuracy(entry, str(data_dir), CHECK_SUBSET)
+        == card["check_subset"]["test_acc"]
+    )
     # the card's full-test-split figure is reproducible from the shipped weights
     assert card["shipped_test_acc"] == measure_test_accuracy(entry, str(data_dir))
 
