@@ -31,18 +31,28 @@ runtime gets ``cores // workers`` intra-op threads (at least 1), so ``workers`` 
 in flight never oversubscribe the cores: for the small CNNs served here one request per core
 beats several cores on one request. Optional micro-batching (``micro_batch > 1``,
 ``cnnbench serve --micro-batch 8 --batch-wait-ms 2``) lets concurrent requests share one
-model call (``cnnbench.serve.batching``). Measured with ``benchmarks/serve_load.py`` (LeNet-5,
-CIFAR-10, ONNX Runtime, a 96x96 PNG per request, 10 s per level, 2 cores shared with other
-jobs at load average 10-14, so absolute figures are a floor; requests/s, p50 / p99 ms):
+model call (``cnnbench.serve.batching``).
 
-    clients              1                    8                    32
-    thread pool          30/s  31 / 65 ms     41/s  182 / 434 ms   24/s  929 / 5174 ms
-    micro-batch 8, 2 ms  28/s  35 / 52 ms     32/s  209 / 949 ms   22/s  639 / 8193 ms
+Measured with ``benchmarks/serve_load.py`` (a raw asyncio HTTP/1.1 client on keep-alive
+connections; failed requests count in the tail at the timeout; LeNet-5, ONNX Runtime, a
+96x96 PNG of 21 KB per request; the server pinned to one core and the client to the other
+of a 2-core machine shared with a training run and other jobs, both at nice 15, so absolute
+figures are a floor; requests/s, p50 / p99 ms; 0 errors in every row):
 
-The server spent 4-5.5 ms of CPU per request in both modes, of which the model call is
-about 0.5 ms: for a model this small, HTTP, multipart parsing and PNG decoding bound the
-throughput, so sharing model calls saves nothing and micro-batching is off by default.
-It is worth turning on for larger models (ResNet-34), where the model call dominates.
+    clients                          1                 8                  32
+    thread pool, load 10-11          106/s  8 / 19 ms  178/s  40 / 135 ms  288/s  96 / 263 ms
+    thread pool, load 5                                                    431/s  68 / 174 ms
+    micro-batch 8, 2 ms, load 11                                           252/s 116 / 296 ms
+
+The server spends 1.9-2.1 ms of CPU per request (2.7 ms with one client), of which decoding
+and resizing the PNG is ~0.65 ms and the model call ~0.13 ms; the rest is HTTP, multipart
+parsing and the hand-off to the thread pool. Throughput is that cost: at 431/s the server
+used ~0.8 of its core, and with 32 clients in a closed loop the median is queueing
+(32 / 431 s = 74 ms), not a stall. Micro-batching lowers the CPU per request (1.65 ms: one
+model call for several images) but did not raise throughput or shorten the tail of this
+small model on a shared core, so it is off by default; it should pay for larger models,
+where the model call dominates. (Earlier figures here, 24/s and a 5 s p99 at 32 clients,
+measured the httpx client that sent the load, not the server.)
 """
 
 from __future__ import annotations
