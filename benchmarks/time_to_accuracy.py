@@ -85,7 +85,7 @@ def time_to(rows: list[dict], threshold: float) -> float | None:
 
 
 def table(runs: list[Path]) -> str:
-    head = ["run", "epochs", "img/s"] + [f"t({t:.0%})" for t in THRESHOLDS]
+    head = ["run", "precision", "epochs", "img/s"] + [f"t({t:.0%})" for t in THRESHOLDS]
     head += ["test %", "test+TTA %", "views", "fit min", "load"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
@@ -96,7 +96,8 @@ def table(runs: list[Path]) -> str:
         tta = s.get("test_acc_tta")
         tta_s = f"{tta:.2%} ± {s['test_acc_tta_se']:.2%}" if tta is not None else "-"
         load = s.get("load_average")
-        cells = [run.name, str(s["epochs"]), f"{s['images_per_s']:.0f}"]
+        precision = s.get("train_precision", "float32")  # runs before the field: float32 on CPU
+        cells = [run.name, precision, str(s["epochs"]), f"{s['images_per_s']:.0f}"]
         cells += [f"{t / 60:.1f} min" if t is not None else "-" for t in times]
         cells += [f"{s['test_acc']:.2%} ± {se:.2%}", tta_s, str(s.get("tta_views", 1)),
                   f"{s.get('fit_time_s', s['train_time_s']) / 60:.1f}",
