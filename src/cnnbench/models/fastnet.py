@@ -168,6 +168,19 @@ def fastnet_tiny(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True
 
 
 @register_model
+def fastnet_24_96(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
+    """FastNet 24/96/96: ~20 M MACs; the zoo's point under 0.5 ms batch-1 on one core."""
+    return _build(num_classes, in_chans, (24, 96, 96), dirac=dirac)
+
+
+@register_model
+def fastnet_40_160(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
+    """FastNet 40/160/160: ~49 M MACs; the zoo's most accurate model under 1 ms batch-1 on one
+    core (docs/frontier.md)."""
+    return _build(num_classes, in_chans, (40, 160, 160), dirac=dirac)
+
+
+@register_model
 def fastnet_small(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
     """FastNet 32/128/128: ~33 M MACs, trains at ~700 img/s on two CPU cores."""
     return _build(num_classes, in_chans, (32, 128, 128), dirac=dirac)
@@ -175,7 +188,7 @@ def fastnet_small(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = Tru
 
 @register_model
 def fastnet_medium(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
-    """FastNet 48/192/192: ~69 M MACs, the largest of the grid under 1 ms batch-1 on one core."""
+    """FastNet 48/192/192: ~69 M MACs (1.2-1.4 ms batch-1 on one core of the team's CPU)."""
     return _build(num_classes, in_chans, (48, 192, 192), dirac=dirac)
 
 
