@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -67,3 +68,38 @@ def trained_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     )
     train(cfg, runs_dir=runs, progress=False)
     return runs / "tiny"
+
+
+# A run directory as the trainer writes it, with untrained LeNet-5 weights (no data needed):
+# shared by the bench and robustness tests.
+def make_fake_run(run: Path, model_name: str = "lenet5", test_acc: float = 0.5) -> Path:
+    """A run directory as the trainer writes it, untrained weights (best.pt, summary.json)."""
+    import torch
+
+    from cnnbench.data import CIFAR10_CLASSES
+    from cnnbench.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    run.mkdir(parents=True)
+    ckpt = {
+        "model": model.state_dict(),
+        "model_spec": dict(model.cnnbench_spec),
+        "config": {"model": model_name, "dataset": "cifar10", "image_size": 32},
+        "epoch": 1,
+        "classes": list(CIFAR10_CLASSES),
+        "mean": [0.4914, 0.4822, 0.4465],
+        "std": [0.2470, 0.2435, 0.2616],
+        "input_size": [3, 32, 32],
+        "dataset": "cifar10",
+    }
+    torch.save(ckpt, run / "best.pt")
+    summary = {"name": run.name, "status": "complete", "model": model_name,
+               "dataset": "cifar10", "test_acc": test_acc}  # fmt: skip
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path) -> Path:
+    return make_fake_run(tmp_path / "fake")

@@ -3,15 +3,12 @@ cache, fake models whose accuracy is known, and a fake run of an untrained model
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-
-from cnnbench.data import CIFAR10_CLASSES
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -52,31 +49,6 @@ class ConstantModel(torch.nn.Module):
         return out
 
 
-def make_fake_run(run: Path, model_name: str = "lenet5", test_acc: float = 0.1) -> Path:
-    """A run directory as the trainer writes it, untrained weights (best.pt, summary.json)."""
-    from cnnbench.models import create_model
-
-    torch.manual_seed(0)
-    model = create_model(model_name)
-    run.mkdir(parents=True)
-    ckpt = {
-        "model": model.state_dict(),
-        "model_spec": dict(model.cnnbench_spec),
-        "config": {"model": model_name, "dataset": "cifar10", "image_size": 32},
-        "epoch": 1,
-        "classes": list(CIFAR10_CLASSES),
-        "mean": list(MEAN),
-        "std": list(STD),
-        "input_size": [3, 32, 32],
-        "dataset": "cifar10",
-    }
-    torch.save(ckpt, run / "best.pt")
-    summary = {"name": run.name, "status": "complete", "model": model_name,
-               "dataset": "cifar10", "test_acc": test_acc}  # fmt: skip
-    (run / "summary.json").write_text(json.dumps(summary))
-    return run
-
-
 @pytest.fixture
 def make_images():
     """``make_images(n, seed)``: smooth synthetic uint8 (n, 32, 32, 3) images."""
@@ -87,9 +59,3 @@ def make_images():
 def constant_model():
     """``constant_model(k)``: a model that always predicts class ``k``."""
     return ConstantModel
-
-
-@pytest.fixture
-def fake_run(tmp_path: Path) -> Path:
-    """An untrained LeNet-5 run (its weights need CIFAR data to be measured)."""
-    return make_fake_run(tmp_path / "fake")
