@@ -12,17 +12,25 @@ ifneq ($(wildcard ../shared/data/cifar10.npz),)
 export CNNBENCH_DATA ?= $(abspath ../shared/data)
 endif
 
-.PHONY: install test demo lint format clean-venv
+.PHONY: install install-dev test demo lint format clean-venv
 
+# `make demo` needs only cnnbench and its run-time dependencies; `make test` adds the dev
+# extras (pytest, hypothesis, ruff, optuna, ray, playwright: ~1 minute more to install).
 install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
 
-test: install
+test: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest
 
@@ -30,11 +38,11 @@ test: install
 demo: install
 	$(VENV)/bin/cnnbench study studies/quick.yaml --workers 1
 
-lint: install
+lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
-format: install
+format: install-dev
 	$(VENV)/bin/ruff format src tests benchmarks
 	$(VENV)/bin/ruff check --fix src tests benchmarks
 

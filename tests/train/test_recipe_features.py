@@ -363,3 +363,23 @@ def test_time_steps_stops_early_on_slow_steps():
     step = time_steps(Slow(), lambda m: torch.optim.SGD(m.parameters(), lr=0.1), batches,
                       torch.nn.functional.cross_entropy, warmup=2, timed=5, max_seconds=0.08)  # fmt: skip
     assert len(calls) == 3 and step >= 0.05
+
+
+def test_time_steps_counts_the_batch_fetch_and_times_at_least_min_seconds():
+    """The augmentation (fetching a batch) is part of a step; fast steps are timed for a while."""
+    from cnnbench.train.budget import time_steps
+
+    fetched = []
+
+    def slow_batches():
+        while True:
+            time.sleep(0.02)  # a costly augmentation
+            fetched.append(1)
+            yield torch.ones(2, 3), torch.zeros(2, dtype=torch.long)
+
+    model = torch.nn.Linear(3, 3)
+    step = time_steps(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), slow_batches(),
+                      torch.nn.functional.cross_entropy, warmup=1, timed=2, min_seconds=0.3)  # fmt: skip
+    assert step >= 0.02
+    timed = len(fetched) - 1  # one warm-up step
+    assert timed >= 2 and step * timed >= 0.3 - 1e-9  # at least min_seconds of timed steps

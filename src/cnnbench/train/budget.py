@@ -61,18 +61,23 @@ def time_steps(
     *,
     warmup: int = 2,
     timed: int = 5,
+    min_seconds: float = 1.0,
     max_seconds: float = 8.0,
     ema_decay: float | None = None,
     sync: Callable[[], None] = lambda: None,
     amp_dtype: torch.dtype | None = None,
     device_type: str = "cpu",
 ) -> float:
-    """Median seconds of one optimizer step on a deep copy of ``model`` (left untouched).
+    """Mean seconds of one optimizer step on a deep copy of ``model`` (left untouched).
 
-    ``warmup`` untimed steps, then ``timed`` timed ones; slow steps stop it early: once the
-    timed steps have taken ``max_seconds`` (with at least two of them), and after one warm-up
-    step when that step alone took ``max_seconds / 4`` (a MobileNet step at batch 512 takes
-    ~5 s on two cores: seven of them would be a minute the budget never sees).
+    A step is timed from fetching its batch (the augmentation is part of what an epoch costs:
+    for a LeNet-5 it is a third of the step) to the end of the EMA update. ``warmup`` untimed
+    steps, then at least ``timed`` timed ones and at least ``min_seconds`` of them (a 30 ms
+    step timed five times is a noisy estimate: a 1.5-minute LeNet-5 budget ran 2.2 minutes).
+    Slow steps stop it early: once the timed steps have taken ``max_seconds`` (with at least
+    two of them), and after one warm-up step when that step alone took ``max_seconds / 4`` (a
+    MobileNet step at batch 512 takes ~5 s on two cores: seven of them would be a minute the
+    budget never sees).
     ``amp_dtype``: the autocast dtype of the real training step (bf16 halves a step's time on
     some CPUs, so timing it in float32 would resolve too few epochs)."""
     from cnnbench.train.ema import ModelEMA
@@ -82,12 +87,12 @@ def time_steps(
     ema = ModelEMA(trial, ema_decay) if ema_decay else None
     times: list[float] = []
     warm = 0
-    while len(times) < timed:
+    while len(times) < timed or sum(times) < min_seconds:
+        t0 = time.perf_counter()
         try:
             x, y = next(batches)
         except StopIteration:
             raise ConfigError("the training split has too few batches to time a budget") from None
-        t0 = time.perf_counter()
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):  # fmt: skip
             loss = loss_fn(trial(x), y)
@@ -106,7 +111,7 @@ def time_steps(
         times.append(elapsed)
         if len(times) >= 2 and sum(times) >= max_seconds:
             break
-    return sorted(times)[len(times) // 2]
+    return sum(times) / len(times)  # the mean: an epoch pays for its slow steps too
 
 
 def time_eval(
