@@ -14,7 +14,7 @@ from typing import Any
 from cnnbench import rundir
 from cnnbench.fileio import write_text_atomic
 from cnnbench.report import figures as figs
-from cnnbench.report import ship
+from cnnbench.report import ranking, ship
 from cnnbench.report.collect import (
     PAPER_TABLE1,
     Group,
@@ -759,6 +759,7 @@ def results_section(data: StudyData) -> Section:
     ]
     if data.has_robustness:
         blocks.append(_robustness_note(data))
+    blocks += [n for n in (ranking.ranking_note(data), ranking.absent_model_note(data)) if n]
     if data.zoo:
         blocks.append(
             "Rows marked *zoo* are shipped models (`cnnbench zoo`) of the same dataset, trained "

@@ -221,7 +221,7 @@ class Group:
         """Short human name: ``mobilenetv2_reduced · sgd · lr 0.01`` (+ other varied settings)."""
         s = self.settings
         parts = [str(s["model"]), str(s["optimizer"]), f"lr {s['lr']:g}"]
-        parts += [f"{k} {_short(v)}" for k, v in s.items() if k not in SHAPE_KEYS]
+        parts += [f"{k} {_short(v)}" for k, v in s.items() if k not in SHAPE_KEYS and v is not None]
         return " · ".join(parts)
 
 
