@@ -13,6 +13,23 @@ from typing import Any
 _LIBS = ("torch", "torchvision", "numpy", "onnx", "onnxruntime", "scikit-learn", "cnnbench")
 
 
+def usable_cpus() -> int:
+    """The cores this process may use: its CPU affinity and a container's CPU quota (cgroup
+    ``cpu.max``, e.g. ``docker --cpus 2``) counted, as ``joblib.cpu_count`` does, not the
+    host's core count. Pools, thread counts and default worker numbers are sized from this;
+    without joblib (a lean serving install) the affinity alone."""
+    try:
+        from joblib import cpu_count
+
+        return max(1, int(cpu_count()))
+    except ImportError:
+        pass
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def library_versions() -> dict[str, str]:
     """Installed versions of the libraries whose behaviour changes our numbers."""
     import torch

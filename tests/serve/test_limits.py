@@ -181,12 +181,11 @@ def test_model_answer_has_names_and_hash_not_paths(client, fake_model):
 
 
 def test_default_workers_do_not_grow_with_the_machine(fake_model, monkeypatch):
-    import os
-
-    monkeypatch.setattr(os, "cpu_count", lambda: 128)
+    """Sized from the cores this process may use (``cnnbench.env.usable_cpus``), capped."""
+    monkeypatch.setattr("cnnbench.serve.limits.usable_cpus", lambda: 128)
     with TestClient(create_app(model=fake_model)) as c:
         assert c.get("/model").json()["workers"] == 4
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("cnnbench.serve.limits.usable_cpus", lambda: 2)
     with TestClient(create_app(model=fake_model)) as c:
         assert c.get("/model").json()["workers"] == 2
 

@@ -38,6 +38,7 @@ from typing import Any
 from cnnbench import rundir
 from cnnbench.bench._worker import run_worker
 from cnnbench.bench.errors import BenchError
+from cnnbench.env import usable_cpus
 from cnnbench.fileio import write_json_atomic
 from cnnbench.rundir import RunDir, RunDirError, RunLockedError, exclusive_lock
 
@@ -106,11 +107,7 @@ def parse_backends(text: str | Sequence[str]) -> list[str]:
 
 def default_threads() -> list[int]:
     """1 and every core this process may run on (one entry if that is 1)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return sorted({1, cores})
+    return sorted({1, usable_cpus()})
 
 
 def _loadavg() -> list[float] | None:

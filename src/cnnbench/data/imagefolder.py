@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from cnnbench.data.sources import DataError, DataWarning, RawSplits
+from cnnbench.env import usable_cpus
 from cnnbench.progress import progress
 
 __all__ = ["IMAGE_EXTENSIONS", "TEST_FRACTION", "read_imagefolder"]
@@ -109,7 +110,7 @@ def _read(
             x[i] = a
             ok[i] = True
 
-    workers = max(1, min(8, os.cpu_count() or 1))
+    workers = max(1, min(8, usable_cpus()))
     with (
         ThreadPoolExecutor(workers) as pool,
         progress(total=len(files), desc=desc, unit="img", disable=not show_progress) as bar,

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnbench.env import usable_cpus
 from cnnbench.progress import progress
 
 __all__ = [
@@ -277,7 +278,7 @@ def _decode_mosaics(
         tiles = a.reshape(tile, _IMAGE_HW, tile, _IMAGE_HW, 3).transpose(0, 2, 4, 1, 3)
         out[i * per : (i + 1) * per] = tiles.reshape(per, 3, _IMAGE_HW, _IMAGE_HW)
 
-    workers = max(1, min(8, os.cpu_count() or 1))
+    workers = max(1, min(8, usable_cpus()))
     with (
         ThreadPoolExecutor(workers) as pool,
         progress(total=n_mosaics, desc=desc, unit="mosaic", disable=not show_progress) as bar,

@@ -60,7 +60,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +77,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from cnnbench.env import usable_cpus
 from cnnbench.inference import ImageError
 from cnnbench.rundir import RunDir
 from cnnbench.serve import memory
@@ -143,7 +143,7 @@ def create_app(
     ``batch_wait_ms`` for them. Pins glibc's mmap threshold (process-wide,
     ``cnnbench.serve.memory``) so the memory of large decodes goes back to the OS.
     """
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     workers = max(1, workers or default_workers())
     memory.pin_mmap_threshold()
     if model is None:

@@ -8,7 +8,7 @@ time a connection may hold them while its request trickles in by ``body_timeout`
 
 from __future__ import annotations
 
-import os
+from cnnbench.env import usable_cpus
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -34,4 +34,4 @@ DEFAULT_BODY_TIMEOUT = 30.0  # seconds for a request head, then its body: 10 MB 
 
 def default_workers() -> int:
     """``DEFAULT_WORKERS``, or the number of cores when there are fewer."""
-    return max(1, min(DEFAULT_WORKERS, os.cpu_count() or 1))
+    return max(1, min(DEFAULT_WORKERS, usable_cpus()))

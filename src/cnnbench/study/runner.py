@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import signal
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from cnnbench.env import usable_cpus
 from cnnbench.fileio import write_text_atomic
 from cnnbench.rundir import RunDir, is_complete
 from cnnbench.study.executors import Executor, Inline, ProcessPool
@@ -356,7 +356,7 @@ def _executor(
     """In this process, ``workers`` processes, or Ray tasks (each with cores // workers CPUs)."""
     if kind == "local" and workers <= 1:
         return Inline(directory, command, progress)
-    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+    threads = max(1, usable_cpus() // max(1, workers))
     if kind == "ray":
         from cnnbench.study.ray_backend import RayTasks
 
