@@ -171,6 +171,11 @@ def _raise_stopped(signum: int, _frame: object) -> None:
 def _exit_with_parent(grace_s: float = STOP_GRACE_S) -> None:
     """Wait for the parent to die (its sentinel pipe closes, however it died), then stop
     this worker: SIGTERM to itself so the run unwinds, and a hard exit after ``grace_s``."""
+    # A process-directed SIGTERM (the pool's terminate()) goes to any thread that does not
+    # block it; taken by this one, it would leave a main thread that sits in a blocking call
+    # un-interrupted until the hard kill, its run never unwound. Only the main thread takes it.
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     parent = multiprocessing.parent_process()
     if parent is None:
         return
