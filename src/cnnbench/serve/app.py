@@ -36,19 +36,21 @@ model call (``cnnbench.serve.batching``).
 Measured with ``benchmarks/serve_load.py`` (a raw asyncio HTTP/1.1 client on keep-alive
 connections; failed requests count in the tail at the timeout; LeNet-5, ONNX Runtime, a
 96x96 PNG of 21 KB per request; the server pinned to one core and the client to the other
-of a 2-core machine shared with a training run and other jobs, both at nice 15, so absolute
-figures are a floor; requests/s, p50 / p99 ms; 0 errors in every row):
+of a 2-core machine; "quiet" is nothing else running, the other rows shared the machine with
+a training run and other jobs, both at nice 15; requests/s, p50 / p99 ms; 0 errors in every
+row):
 
     clients                          1                 8                  32
+    thread pool, quiet (load 1.0-1.3)                                      482/s  67 / 117 ms
     thread pool, load 10-11          106/s  8 / 19 ms  178/s  40 / 135 ms  288/s  96 / 263 ms
     thread pool, load 5                                                    431/s  68 / 174 ms
     micro-batch 8, 2 ms, load 11                                           252/s 116 / 296 ms
 
 The server spends 1.9-2.1 ms of CPU per request (2.7 ms with one client), of which decoding
 and resizing the PNG is ~0.65 ms and the model call ~0.13 ms; the rest is HTTP, multipart
-parsing and the hand-off to the thread pool. Throughput is that cost: at 431/s the server
-used ~0.8 of its core, and with 32 clients in a closed loop the median is queueing
-(32 / 431 s = 74 ms), not a stall. Micro-batching lowers the CPU per request (1.65 ms: one
+parsing and the hand-off to the thread pool. Throughput is that cost: at 482/s and 2.07 ms
+per request the server uses its whole core, and with 32 clients in a closed loop the median is
+queueing (32 / 482 s = 66 ms), not a stall. Micro-batching lowers the CPU per request (1.65 ms: one
 model call for several images) but did not raise throughput or shorten the tail of this
 small model on a shared core, so it is off by default; it should pay for larger models,
 where the model call dominates. (Earlier figures here, 24/s and a 5 s p99 at 32 clients,
