@@ -57,33 +57,29 @@ def steps(groups: list[Group]) -> list[tuple[Group, Group, float, bool]]:
     return out
 
 
+def _ranking_text(groups: list[Group]) -> str:
+    """``a 81.3 > b 70.5 ≈ c 69.9 (within noise: b vs c (0.6 points))`` for one budget."""
+    text = f"{groups[0].settings['model']} {100 * _acc(groups[0])[0]:.1f}"  # type: ignore[index]
+    ties = []
+    for a, b, diff, significant in steps(groups):
+        text += f" {'>' if significant else '≈'} {b.settings['model']} {100 * _acc(b)[0]:.1f}"  # type: ignore[index]
+        if not significant:
+            ties.append(f"{a.settings['model']} vs {b.settings['model']} ({100 * diff:.1f} points)")
+    verdict = f"within noise: {'; '.join(ties)}" if ties else "every step is larger than the noise"
+    return f"{text} ({verdict})"
+
+
 def ranking_note(data: StudyData) -> str | None:
     """The equal-budget ranking with each step called a difference or within noise."""
-    parts = []
-    for budget, groups in sorted(budget_groups(data).items()):
-        if len(groups) < 2:
-            continue
-        text = f"{groups[0].settings['model']} {100 * _acc(groups[0])[0]:.1f}"  # type: ignore[index]
-        for _, b, _diff, significant in steps(groups):
-            sign = ">" if significant else "≈"
-            text += f" {sign} {b.settings['model']} {100 * _acc(b)[0]:.1f}"  # type: ignore[index]
-        ties = [(a, b, d) for a, b, d, s in steps(groups) if not s]
-        if ties:
-            listed = "; ".join(
-                f"{a.settings['model']} vs {b.settings['model']} ({100 * d:.1f} points)"
-                for a, b, d in ties
-            )
-            verdict = f"within noise: {listed}"
-        else:
-            verdict = "every step is larger than the noise"
-        parts.append(f"at {budget:g} min: {text} ({verdict})")
-    if not parts:
+    ranked = {b: gs for b, gs in sorted(budget_groups(data).items()) if len(gs) >= 2}
+    if not ranked:
         return None
-    seeds = {len(g.runs) for gs in budget_groups(data).values() for g in gs}
+    parts = [f"at {budget:g} min: {_ranking_text(groups)}" for budget, groups in ranked.items()]
+    one_seed = all(len(g.runs) == 1 for gs in ranked.values() for g in gs)
     caveat = (
         " With one seed per setting the ± is the test set's sampling error only; the spread "
         "between training seeds is not in it (give the runs `seeds: [0, 1]` to measure it)."
-        if seeds == {1}
+        if one_seed
         else ""
     )
     return (
