@@ -4,19 +4,32 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
+_CREATED_CACHE: str | None = None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     # Decoded CIFAR arrays are cached once per test session (subprocesses inherit it), never
     # in the user's own cache.
+    global _CREATED_CACHE
     if "CNNBENCH_TEST_CACHE" not in os.environ:
-        os.environ["CNNBENCH_TEST_CACHE"] = tempfile.mkdtemp(prefix="cnnbench-test-cache-")
+        _CREATED_CACHE = tempfile.mkdtemp(prefix="cnnbench-test-cache-")
+        os.environ["CNNBENCH_TEST_CACHE"] = _CREATED_CACHE
     os.environ["CNNBENCH_CACHE"] = os.environ["CNNBENCH_TEST_CACHE"]
     os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The decode cache is ~350 MB per session: a suite that left it behind filled the system
+    # temp folder (159 of them, 15 GB, on the team's machine). A cache the caller gave in
+    # CNNBENCH_TEST_CACHE is theirs and is kept.
+    if _CREATED_CACHE is not None:
+        shutil.rmtree(_CREATED_CACHE, ignore_errors=True)
 
 
 def _data_dir() -> Path | None:
