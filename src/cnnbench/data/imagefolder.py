@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from cnnbench.data.decode_pool import decode_all
 from cnnbench.data.sources import DataError, DataWarning, RawSplits
-from cnnbench.env import usable_cpus
-from cnnbench.progress import progress
 
 __all__ = ["IMAGE_EXTENSIONS", "TEST_FRACTION", "read_imagefolder"]
 
@@ -110,13 +108,7 @@ def _read(
             x[i] = a
             ok[i] = True
 
-    workers = max(1, min(8, usable_cpus()))
-    with (
-        ThreadPoolExecutor(workers) as pool,
-        progress(total=len(files), desc=desc, unit="img", disable=not show_progress) as bar,
-    ):
-        for _ in pool.map(one, range(len(files))):
-            bar.update()
+    decode_all(one, len(files), desc=desc, unit="img", show_progress=show_progress)
     bad = [f for f, good in zip(files, ok, strict=True) if not good]
     return x[ok], np.asarray(labels, dtype=np.int64)[ok], bad
 

@@ -21,15 +21,13 @@ import os
 import pickle
 import tempfile
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cnnbench.env import usable_cpus
-from cnnbench.progress import progress
+from cnnbench.data.decode_pool import decode_all
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -278,13 +276,7 @@ def _decode_mosaics(
         tiles = a.reshape(tile, _IMAGE_HW, tile, _IMAGE_HW, 3).transpose(0, 2, 4, 1, 3)
         out[i * per : (i + 1) * per] = tiles.reshape(per, 3, _IMAGE_HW, _IMAGE_HW)
 
-    workers = max(1, min(8, usable_cpus()))
-    with (
-        ThreadPoolExecutor(workers) as pool,
-        progress(total=n_mosaics, desc=desc, unit="mosaic", disable=not show_progress) as bar,
-    ):
-        for _ in pool.map(decode, range(n_mosaics)):
-            bar.update()
+    decode_all(decode, n_mosaics, desc=desc, unit="mosaic", show_progress=show_progress)
     return out[:count]
 
 
