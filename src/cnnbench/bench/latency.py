@@ -24,23 +24,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cnnbench import rundir
+from cnnbench import rundir, scratch
 from cnnbench.bench._worker import run_worker
 from cnnbench.bench.errors import BenchError
 from cnnbench.env import usable_cpus
 from cnnbench.fileio import write_json_atomic
-from cnnbench.rundir import RunDir, RunDirError, RunLockedError, exclusive_lock
+from cnnbench.rundir import RunDir, RunDirError
 
 __all__ = [
     "BACKENDS",
@@ -81,9 +79,8 @@ _ALIASES = {
 # GPU variants of the eager backend: (label, autocast dtype, channels_last).
 GPU_VARIANTS = (("eager", None, False), ("eager-bf16-channels_last", "bf16", True))
 BENCH_FORMAT = 1
-# The temp folder of a measurement, and the lock file its owner holds inside it.
+# The temp folders of measurements (cnnbench.scratch).
 SCRATCH_PREFIX = "cnnbench-bench-"
-SCRATCH_OWNER = ".owner.lock"
 
 
 def parse_backends(text: str | Sequence[str]) -> list[str]:
@@ -236,34 +233,14 @@ def measure(
     return report
 
 
-@contextmanager
-def scratch_dir() -> Iterator[Path]:
-    """A private temp folder for the block, deleted when it ends. This process holds a lock
-    inside it meanwhile; folders whose lock is free (their owner was killed) are deleted
-    first."""
-    remove_orphan_scratch()
-    with tempfile.TemporaryDirectory(prefix=SCRATCH_PREFIX) as tmp:
-        folder = Path(tmp)
-        with exclusive_lock(folder / SCRATCH_OWNER, f"temp folder {folder}"):
-            yield folder
+def scratch_dir() -> AbstractContextManager[Path]:
+    """A private ``cnnbench-bench-*`` temp folder for a measurement (``cnnbench.scratch``)."""
+    return scratch.scratch_dir(SCRATCH_PREFIX)
 
 
 def remove_orphan_scratch(root: str | Path | None = None) -> list[Path]:
-    """Delete the measurement temp folders under ``root`` (the system temp folder) whose
-    owner has died; returns them. A folder without its lock file (being created, or made
-    by an older cnnbench) is left alone; so is one whose owner is alive."""
-    removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(SCRATCH_PREFIX + "*"):
-        owner = folder / SCRATCH_OWNER
-        if not owner.is_file():
-            continue
-        try:
-            with exclusive_lock(owner, f"temp folder {folder}"):
-                shutil.rmtree(folder, ignore_errors=True)
-        except (RunLockedError, OSError):
-            continue  # alive, or gone meanwhile
-        removed.append(folder)
-    return removed
+    """Delete the measurement temp folders whose owner was killed; returns them."""
+    return scratch.remove_orphans(SCRATCH_PREFIX, root)
 
 
 @contextmanager

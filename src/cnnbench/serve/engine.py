@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import io
 import logging
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -41,6 +40,7 @@ import numpy as np
 from cnnbench.inference import ImageError, ModelLoadError, check_header, decode_upload
 from cnnbench.inference.image import ACCEPTED_FORMATS
 from cnnbench.rundir import RunDir
+from cnnbench.scratch import scratch_dir
 from cnnbench.serve import memory
 from cnnbench.serve.limits import DEFAULT_LARGE_DECODES, DEFAULT_MAX_PIXELS, LARGE_DECODE_PIXELS
 
@@ -189,13 +189,15 @@ def _warm_up(model: ServedModel) -> None:
 
 
 _export_lock = threading.Lock()
+SERVE_SCRATCH_PREFIX = "cnnbench-serve-"
 
 
 @contextmanager
 def _onnx_for(run: RunDir) -> Iterator[Path]:
     """``<run>/export/model.onnx`` (with its sidecar) while the caller loads it: the existing
     export, or one made now by ``cnnbench.serve.exporter`` in a child process. A temporary
-    export lives in a ``cnnbench-serve-*`` folder that is removed when the caller is done."""
+    export lives in a ``cnnbench-serve-*`` folder that is removed when the caller is done (or,
+    if this server is killed while it loads, by the next one)."""
     from cnnbench.inference.sidecar import ONNX_FILES, export_dir
     from cnnbench.serve.exporter import export_in_child
 
@@ -205,8 +207,8 @@ def _onnx_for(run: RunDir) -> Iterator[Path]:
             _warn_if_stale(run, path)
             yield path
             return
-        with tempfile.TemporaryDirectory(prefix="cnnbench-serve-") as tmp:
-            yield export_in_child(run, Path(tmp))
+        with scratch_dir(SERVE_SCRATCH_PREFIX) as tmp:
+            yield export_in_child(run, tmp)
 
 
 def _warn_if_stale(run: RunDir, onnx_path: Path) -> None:
