@@ -50,6 +50,19 @@ def test_entry_is_never_overwritten(tmp_zoo):
         add_run(run, card["name"], zoo_root=root, measure=False)
 
 
+def test_a_replaced_entry_keeps_nothing_of_the_old_one(tmp_zoo, tmp_path):
+    _, card, run = tmp_zoo
+    add_run(run, "entry", zoo_root=tmp_path, measure=False)
+    (tmp_path / "entry" / "bench.json").write_text("{}")  # measurements of the old weights
+    (tmp_path / "entry" / "robustness").mkdir()
+    replaced = add_run(run, "entry", zoo_root=tmp_path, force=True, measure=False)
+    assert replaced["sha256"] == card["sha256"]
+    assert not (tmp_path / "entry" / "bench.json").exists()
+    assert not (tmp_path / "entry" / "robustness").exists()
+    with pytest.raises(RunDirError, match="plain folder name"):
+        add_run(run, "../outside", zoo_root=tmp_path, force=True, measure=False)
+
+
 def test_shipped_weights_remeasure(tmp_zoo, data_dir):
     root, card, _ = tmp_zoo
     entry = root / card["name"]

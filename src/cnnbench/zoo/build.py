@@ -122,11 +122,15 @@ def add_run(
     if not src.is_complete() or summary is None:
         raise RunDirError(f"{src.path} is not a finished run (no complete summary.json)")
     name = name or f"{summary['model']}-{summary['dataset'].split(':')[0]}"
+    if Path(name).name != name or name in (".", ".."):
+        raise RunDirError(f"zoo entry name {name!r} must be a plain folder name")
     dest = RunDir((zoo_root or zoo.root()) / name)
     if dest.exists() and not force:
         raise RunDirError(f"zoo entry {dest.path} exists; pass --force to replace it")
-    dest.path.mkdir(parents=True, exist_ok=True)
-    dest.zoo_card_path.unlink(missing_ok=True)  # no stale card may vouch for new weights
+    # A replaced entry starts empty: no card, latency or robustness file of the old weights
+    # may stay beside the new ones.
+    shutil.rmtree(dest.path, ignore_errors=True)
+    dest.path.mkdir(parents=True)
     save_checkpoint(slim_checkpoint(src.load_checkpoint("best")), dest.checkpoint_path("best"))
     for path, target in ((src.config_path, dest.config_path),
                          (src.metrics_path, dest.metrics_path),
