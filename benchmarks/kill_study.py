@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -285,8 +286,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(trials))
     bad = [t for t in trials if not t.ok]
+    # The work folder is kept when asked (--keep) or when a kill failed (to look at).
+    if args.keep is None and not bad:
+        shutil.rmtree(work, ignore_errors=True)
+    kept = f"folders in {work}" if work.exists() else "work folder removed"
     print(f"\n{len(trials) - len(bad)} of {len(trials)} kills: nothing left behind and the resumed "
-          f"study identical to the uninterrupted one (load {_loadavg()}; folders in {work})")  # fmt: skip
+          f"study identical to the uninterrupted one (load {_loadavg()}; {kept})")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps([t.__dict__ for t in trials], indent=2))
     return 1 if bad else 0
