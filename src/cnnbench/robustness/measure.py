@@ -240,6 +240,10 @@ def measure_run(
     rd = run if isinstance(run, RunDir) else resolve(run)
     if not rd.checkpoint_path("best").is_file():
         raise RunDirError(f"{rd.path} has no {rd.checkpoint_path('best').name}: not a trained run")
+    # A bad selection is reported before the model and the data are loaded.
+    names, levels = check_selection(
+        tuple(corruptions) if corruptions else None, tuple(severities) if severities else None
+    )
     loadavg_start = _loadavg()
     model, ckpt = rd.load_model()
     ds = checkpoint_dataset(ckpt, data_dir)
@@ -254,9 +258,6 @@ def measure_run(
     from cnnbench.env import environment
 
     summary = rd.summary() or {}
-    names, levels = check_selection(
-        tuple(corruptions) if corruptions else None, tuple(severities) if severities else None
-    )
     report = {
         "format": FORMAT,
         "implementation": IMPLEMENTATION,
