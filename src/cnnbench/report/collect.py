@@ -28,6 +28,7 @@ from cnnbench.robustness.results import read_robustness
 from cnnbench.rundir import RunDir
 from cnnbench.study.runner import STUDY_BENCH, STUDY_FILE
 from cnnbench.study.spec import EXECUTION_KEYS
+from cnnbench.zoo import find as zoo_find
 
 # The study's shape: these columns always lead the results table, in this order.
 SHAPE_KEYS = ("model", "optimizer", "lr", "dataset", "epochs")
@@ -559,10 +560,14 @@ def paper_match(group: Group) -> float | None:
 
 
 def resolve_parent(parent: str, study_path: Path) -> Path | None:
-    """The parent run directory a transfer run names (absolute, or relative to cwd/study)."""
+    """The parent run directory a transfer run names (absolute, relative to cwd/study, or a
+    shipped zoo model: ``zoo:NAME``, as training resolves it)."""
     candidates = [Path(parent)]
     if not Path(parent).is_absolute():
         candidates += [study_path / parent, study_path.parent / parent]
+    shipped = zoo_find(parent)
+    if shipped is not None:
+        candidates.append(shipped)
     for c in candidates:
         c = c.parent if c.suffix == ".pt" else c
         if RunDir(c).summary_path.is_file():
