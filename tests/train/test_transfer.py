@@ -328,3 +328,25 @@ def test_gradual_child_resumes_exactly(trained_parent, data_dir, monkeypatch):
     }
     assert rows["gradual-cut"] == rows["gradual-ref"]
     assert resumed["test_acc"] == ref["test_acc"]
+
+
+def test_a_gradual_childs_budget_is_timed_with_every_group_training(
+    trained_parent, data_dir, monkeypatch
+):
+    """Timed frozen, the first (cheap) epoch set the budget and the later epochs overran it."""
+    from cnnbench.train import budget
+
+    runs, _ = trained_parent
+    seen = []
+    real = budget.time_steps
+
+    def spy(model, *args, **kwargs):
+        seen.append(all(p.requires_grad for p in model.parameters()))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(budget, "time_steps", spy)
+    cfg = load_config({**REAL, "data_dir": str(data_dir), "train_subset": 500, "val_size": 500,
+                       "test_subset": 500, "budget_minutes": 0.1, "name": "gradual-child",
+                       "transfer": {"parent": str(runs / "parent"), "policy": "gradual"}})  # fmt: skip
+    train(cfg, runs_dir=runs, progress=False)
+    assert seen == [True]
