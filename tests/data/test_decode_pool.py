@@ -36,8 +36,6 @@ def test_a_failure_or_an_interrupt_cancels_the_queued_tasks(monkeypatch, stop):
 
     with pytest.raises(stop):
         decode_all(task, 2000, desc="t", unit="img", show_progress=False)
-    time.sleep(0.1)  # the tasks already running finish; nothing new starts
-    settled = len(ran)
-    time.sleep(0.2)
+    time.sleep(0.3)  # the tasks already taken by a thread finish; the queued ones never start
     # A with-block around the pool would have run all 2,000 (20 s) before raising.
-    assert len(ran) == settled < 100
+    assert len(ran) < 100
