@@ -32,12 +32,18 @@ PARENT = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
 
+    def say(word):
+        # one write(2) per line: print() writes its arguments and separators one by one when
+        # stdout is unbuffered (PYTHONUNBUFFERED, as on CI), and two workers' words then
+        # interleave in the shared log ("UNWOUNDUNWOUND  27723")
+        os.write(1, f"{word} {os.getpid()}\\n".encode())
+
     def job(cfg, parent, command, progress):
-        try:  # STARTED inside the try: a stop that lands as print returns still unwinds
-            print("STARTED", os.getpid(), flush=True)
+        try:  # STARTED inside the try: a stop that lands as the write returns still unwinds
+            say("STARTED")
             time.sleep(120)
         finally:
-            print("UNWOUND", os.getpid(), flush=True)
+            say("UNWOUND")
         return cfg["name"]
 
     if __name__ == "__main__":
