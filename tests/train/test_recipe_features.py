@@ -228,6 +228,47 @@ def test_plan_budget_fills_without_overrunning(budget, step, eval_s, n, batch):
         assert subset is None and planned >= budget * (FILL_BELOW / (FILL_BELOW + 1)) - 1e-6
 
 
+def test_plan_budget_with_steps_that_get_dearer():
+    # 10 steps an epoch at 0.1, 0.2, then 0.3 s from epoch 3 on: epochs cost 1, 2, 3, 3, ...
+    costs = {1: 0.1, 2: 0.2}
+    asked = []
+
+    def step_s(epoch):
+        asked.append(epoch)
+        return costs.get(epoch, 0.3)
+
+    assert plan_budget(12, step_s, 0.0, 1000, 100, steady_from=3) == (5, None)  # 1+2+3+3+3
+    # 2.17 epochs fit: three epochs of the images that fill 3.5 s at the mean step of 0.2 s
+    assert plan_budget(3.5, step_s, 0.0, 1000, 100, steady_from=3) == (3, 583)
+    asked.clear()
+    assert plan_budget(0.5, step_s, 0.0, 1000, 100, steady_from=3) == (1, 500)
+    assert set(asked) == {1}  # the budget ends inside epoch 1: no other state is timed
+
+
+@given(budget=st.floats(0.1, 1e3), steps=st.lists(st.floats(1e-3, 1.0), min_size=1, max_size=6),
+       eval_s=st.floats(0, 1), n=st.integers(1, 5000), batch=st.integers(1, 512))  # fmt: skip
+def test_plan_budget_with_changing_steps_never_overruns_in_whole_epochs(
+    budget, steps, eval_s, n, batch
+):
+    steps = sorted(steps)  # steps get dearer as groups unfreeze
+
+    def step_s(epoch):
+        return steps[min(epoch, len(steps)) - 1]
+
+    epochs, subset = plan_budget(budget, step_s, eval_s, n, batch, steady_from=len(steps))
+
+    def cost(k):  # of the first k epochs; every epoch from len(steps) on costs the same
+        each = [-(-n // batch) * s + eval_s for s in steps]
+        return sum(each[: min(k, len(each))]) + max(0, k - len(each)) * each[-1]
+
+    if epochs >= FILL_BELOW:  # whole epochs on every image: as many as fit, never more
+        assert subset is None
+        assert cost(epochs) <= budget * (1 + 1e-9) < cost(epochs + 1) * (1 + 1e-9)
+    else:  # fewer: the next whole number of epochs on a subset (or all, if that is all)
+        assert cost(epochs - 1) < budget * (1 + 1e-9)
+        assert subset is None or 1 <= subset < n
+
+
 def test_plan_budget_rejects_nonsense():
     with pytest.raises(ValueError):
         plan_budget(0, 1, 0, 10, 1)

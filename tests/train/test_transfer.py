@@ -330,23 +330,37 @@ def test_gradual_child_resumes_exactly(trained_parent, data_dir, monkeypatch):
     assert resumed["test_acc"] == ref["test_acc"]
 
 
-def test_a_gradual_childs_budget_is_timed_with_every_group_training(
-    trained_parent, data_dir, monkeypatch
-):
-    """Timed frozen, the first (cheap) epoch set the budget and the later epochs overran it."""
+def test_a_gradual_childs_budget_times_each_freeze_state(trained_parent, data_dir, monkeypatch):
+    """Timed frozen only, the cheap first epoch set the budget and the later epochs overran it
+    (4.6 min on 2); timed fully unfrozen only, the child used 86 s of a 120-s budget."""
+    from cnnbench.models import create_model
     from cnnbench.train import budget
+    from cnnbench.train.transfer import trainable_groups
 
     runs, _ = trained_parent
     seen = []
     real = budget.time_steps
 
     def spy(model, *args, **kwargs):
-        seen.append(all(p.requires_grad for p in model.parameters()))
+        seen.append(sum(p.requires_grad for p in model.parameters()))
         return real(model, *args, **kwargs)
 
     monkeypatch.setattr(budget, "time_steps", spy)
     cfg = load_config({**REAL, "data_dir": str(data_dir), "train_subset": 500, "val_size": 500,
                        "test_subset": 500, "budget_minutes": 0.1, "name": "gradual-child",
                        "transfer": {"parent": str(runs / "parent"), "policy": "gradual"}})  # fmt: skip
-    train(cfg, runs_dir=runs, progress=False)
-    assert seen == [True]
+    summary = train(cfg, runs_dir=runs, progress=False)
+    groups = len(create_model(REAL["model"], **REAL["model_args"]).freeze_groups())
+    info = summary["budget"]
+    # 6 s of LeNet-5 steps on 500 images reach every state: one timing each, the head-only
+    # state first, every parameter training last
+    assert list(info["step_s_by_state"]) == [str(k) for k in range(groups + 1)]
+    assert seen == sorted(set(seen)) and len(seen) == groups + 1
+    assert seen[-1] == sum(1 for _ in create_model(REAL["model"]).parameters())
+
+    def step_s(epoch):
+        return info["step_s_by_state"][str(trainable_groups(cfg, groups, epoch))]
+
+    assert summary["epochs"] == budget.plan_budget(
+        info["budget_s"], step_s, info["eval_s"], 500, REAL["batch_size"], steady_from=groups + 1
+    )[0]

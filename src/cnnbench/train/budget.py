@@ -8,8 +8,10 @@ and the number is written to ``config.yaml``, so the run is reproducible on any 
 ``--epochs``. When not even one epoch fits, the run trains one epoch on the seeded subset of
 training images that fits (``train_subset``, also written to ``config.yaml``). Between one and
 ``FILL_BELOW`` epochs, rounding down would waste up to half the budget, so the run trains the
-next whole number of epochs on the seeded subset that fills it (:func:`plan_budget`). The real
-time is recorded beside the budget in ``summary.json``.
+next whole number of epochs on the seeded subset that fills it (:func:`plan_budget`). A run
+whose steps change cost from epoch to epoch (a gradual transfer child) has each of its states
+timed, as far as the budget reaches. The real time is recorded beside the budget in
+``summary.json``.
 """
 
 from __future__ import annotations
@@ -28,29 +30,73 @@ FILL_BELOW = 4  # below this many epochs, fill the budget with a subset instead 
 
 
 def plan_budget(
-    budget_s: float, step_s: float, eval_s: float, n_train: int, batch_size: int
+    budget_s: float,
+    step_s: float | Callable[[int], float],
+    eval_s: float,
+    n_train: int,
+    batch_size: int,
+    *,
+    steady_from: int = 1,
 ) -> tuple[int, int | None]:
     """(epochs, train_subset or None) that fill ``budget_s`` as closely as whole epochs allow.
 
-    One epoch costs ``ceil(n / batch) * step_s + eval_s``. At least ``FILL_BELOW`` full epochs:
-    the whole ones that fit, on every image (at most a fifth of the budget unused). Fewer: the
-    next whole number of epochs, each on the subset of images that fits (never fewer than one
-    batch), which uses the budget instead of rounding a 1.9-epoch budget down to one epoch.
+    ``step_s`` is the time of one step, or a function of the (1-based) epoch that gives it for
+    a run whose steps get dearer as it goes (a gradual transfer child unfreezes one more group
+    every few epochs); from epoch ``steady_from`` on the step time no longer changes. The
+    function is asked only about the epochs the budget reaches, and the first of those that it
+    does not (each answer may cost a timing on this machine).
+
+    Epoch e costs ``ceil(n / batch) * step_s(e) + eval_s``. At least ``FILL_BELOW`` full
+    epochs: the whole ones that fit, on every image (at most a fifth of the budget unused).
+    Fewer: the next whole number of epochs, each on the subset of images that fits (never
+    fewer than one batch), which uses the budget instead of rounding a 1.9-epoch budget down
+    to one epoch.
     """
-    if min(budget_s, step_s, n_train, batch_size) <= 0 or eval_s < 0:
+    if (
+        min(budget_s, n_train, batch_size, steady_from) <= 0
+        or eval_s < 0
+        or (not callable(step_s) and step_s <= 0)
+    ):
         raise ValueError(
-            f"budget, step time, images and batch size must be > 0, got "
-            f"{budget_s}, {step_s}, {n_train}, {batch_size}"
+            f"budget, step time, images, batch size and steady epoch must be > 0, got "
+            f"{budget_s}, {step_s}, {n_train}, {batch_size}, {steady_from}"
         )
-    epoch_s = math.ceil(n_train / batch_size) * step_s + eval_s
-    fits = budget_s / epoch_s
+    step_of = step_s if callable(step_s) else (lambda _epoch: step_s)
+    steps = math.ceil(n_train / batch_size)
+
+    def epoch_cost(epoch: int) -> float:
+        s = step_of(epoch)
+        if s <= 0:
+            raise ValueError(f"step time must be > 0, got {s} for epoch {epoch}")
+        return steps * s + eval_s
+
+    fits = _epochs_that_fit(budget_s, epoch_cost, steady_from)
     if fits >= FILL_BELOW:
         return math.floor(fits + 1e-9), None
     epochs = max(1, math.ceil(fits - 1e-9))
+    mean_step = (
+        step_s
+        if not callable(step_s)
+        else math.fsum(step_of(e) for e in range(1, epochs + 1)) / epochs
+    )
     per_epoch = budget_s / epochs - eval_s
-    subset = int(max(0.0, per_epoch) / (step_s / batch_size))
+    subset = int(max(0.0, per_epoch) / (mean_step / batch_size))
     subset = max(min(batch_size, n_train), min(n_train, subset))
     return epochs, (subset if subset < n_train else None)
+
+
+def _epochs_that_fit(
+    budget_s: float, epoch_cost: Callable[[int], float], steady_from: int
+) -> float:
+    """How many epochs (a real number) the budget pays for: the epochs before ``steady_from``
+    one by one, then every later epoch at the cost of ``steady_from``'s."""
+    spent = 0.0
+    for epoch in range(1, steady_from):
+        cost = epoch_cost(epoch)
+        if spent + cost >= budget_s:
+            return epoch - 1 + (budget_s - spent) / cost
+        spent += cost
+    return steady_from - 1 + (budget_s - spent) / epoch_cost(steady_from)
 
 
 def time_steps(

@@ -217,6 +217,10 @@ class ScratchInit:
     def on_epoch_start(self, model: nn.Module, config: RunConfig, epoch: int) -> None:
         pass
 
+    def budget_states(self, model: nn.Module, config: RunConfig) -> tuple[int, Callable]:
+        """Every epoch trains the same parameters: one step cost to time."""
+        return 1, lambda epoch: 0
+
 
 class TransferInit:
     """The parent's backbone with a fresh head, frozen by the policy (``train.transfer``)."""
@@ -232,6 +236,9 @@ class TransferInit:
 
     def on_epoch_start(self, model: nn.Module, config: RunConfig, epoch: int) -> None:
         transfer.on_epoch_start(model, config, epoch)
+
+    def budget_states(self, model: nn.Module, config: RunConfig) -> tuple[int, Callable]:
+        return transfer.budget_states(model, config)
 
 
 def init_strategy(config: RunConfig) -> ScratchInit | TransferInit:
@@ -516,10 +523,6 @@ def _wrap(
     return step_model
 
 
-# An epoch past any schedule's last: the freeze state a transfer run ends in.
-LAST_EPOCH = 10**9
-
-
 def _resolve_budget(
     config: RunConfig,
     model: nn.Module,
@@ -538,15 +541,24 @@ def _resolve_budget(
         while True:
             yield from data.train_batches(gen)
 
-    # Time the step of the run's most-trained state: a gradual transfer child ends with every
-    # group training, and its frozen first epoch is several times cheaper (timed frozen, a
-    # 2-minute budget ran 4.6 minutes). Every epoch sets its own state again.
-    init.on_epoch_start(model, config, LAST_EPOCH)
-    step_s = budget.time_steps(
-        model, lambda m: build_optimizer(init.optimizer_params(m, config), config), batches(),
-        loss_fn, ema_decay=config.ema_decay, sync=sync,
-        amp_dtype=amp_dtype_for(config, device), device_type=device.type,
-    )  # fmt: skip
+    # A gradual transfer child's steps get dearer as groups unfreeze (its head-only first
+    # epoch is several times cheaper than its last): each state the budget reaches is timed
+    # (timed frozen only, a 2-minute budget ran 4.6 minutes; timed fully unfrozen only, it used
+    # 86 s of 120). Every epoch sets its own state again, so the model is left as it was.
+    steady_from, state_of = init.budget_states(model, config)
+    step_by_state: dict[Any, float] = {}
+
+    def step_s(epoch: int) -> float:
+        state = state_of(epoch)
+        if state not in step_by_state:
+            init.on_epoch_start(model, config, epoch)
+            step_by_state[state] = budget.time_steps(
+                model, lambda m: build_optimizer(init.optimizer_params(m, config), config),
+                batches(), loss_fn, ema_decay=config.ema_decay, sync=sync,
+                amp_dtype=amp_dtype_for(config, device), device_type=device.type,
+            )  # fmt: skip
+        return step_by_state[state]
+
     n_val = data.x_val.shape[0]
     eval_s = 0.0
     if n_val:
@@ -554,9 +566,10 @@ def _resolve_budget(
                                             data.y_val[: config.eval_batch_size])))  # fmt: skip
         eval_s = budget.time_eval(model, xb, sync=sync) * math.ceil(n_val / config.eval_batch_size)
     n_train = data.x_train.shape[0]
-    epoch_s = -(-n_train // config.batch_size) * step_s + eval_s
     budget_s = config.budget_minutes * 60
-    epochs, subset = budget.plan_budget(budget_s, step_s, eval_s, n_train, config.batch_size)
+    epochs, subset = budget.plan_budget(budget_s, step_s, eval_s, n_train, config.batch_size,
+                                        steady_from=steady_from)  # fmt: skip
+    epoch_s = -(-n_train // config.batch_size) * step_s(1) + eval_s
     updates: dict[str, Any] = {"epochs": epochs}
     if subset is not None:  # the budget fits fewer images per epoch than the split has
         updates["train_subset"] = subset
@@ -566,7 +579,8 @@ def _resolve_budget(
             f"not more than warmup_epochs ({config.warmup_epochs}); give a larger budget"
         )
     resolved = RunConfig.model_validate({**config.model_dump(), **updates})
-    info = {"budget_s": budget_s, "step_s": step_s, "eval_s": eval_s,
+    info = {"budget_s": budget_s, "step_s": step_s(1), "eval_s": eval_s,
+            "step_s_by_state": {str(k): v for k, v in step_by_state.items()},
             "epoch_s_estimate": epoch_s, "epochs": epochs,
             "train_subset": updates.get("train_subset"),
             "calibration_s": time.perf_counter() - t0}  # fmt: skip

@@ -39,6 +39,7 @@ every optimizer skips a parameter whose ``.grad`` is None, so it is neither move
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -189,6 +190,16 @@ def trainable_groups(config: RunConfig, num_groups: int, epoch: int) -> int:
             )
         return t.k
     return min(num_groups, (epoch - 1) // t.gradual_every)  # gradual
+
+
+def budget_states(model: nn.Module, config: RunConfig) -> tuple[int, Callable[[int], int]]:
+    """For a time budget: the first epoch from which what trains no longer changes, and a
+    function of the epoch that names its state (how many backbone groups train): epochs in
+    the same state cost the same. Only ``gradual`` changes (every ``gradual_every`` epochs)."""
+    num_groups = len(_groups(model))
+    t = _transfer(config)
+    steady = 1 + num_groups * t.gradual_every if t.policy == "gradual" else 1
+    return steady, lambda epoch: trainable_groups(config, num_groups, epoch)
 
 
 def _freeze_pre_hook(module: nn.Module, args: Any) -> None:
