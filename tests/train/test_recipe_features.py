@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from torch import nn
 
@@ -247,6 +247,7 @@ def test_plan_budget_with_steps_that_get_dearer():
 
 @given(budget=st.floats(0.1, 1e3), steps=st.lists(st.floats(1e-3, 1.0), min_size=1, max_size=6),
        eval_s=st.floats(0, 1), n=st.integers(1, 5000), batch=st.integers(1, 512))  # fmt: skip
+@example(budget=10.0, steps=[0.5], eval_s=0.0, n=6, batch=1)  # 3.3 epochs fit: 4 on a subset
 def test_plan_budget_with_changing_steps_never_overruns_in_whole_epochs(
     budget, steps, eval_s, n, batch
 ):
@@ -261,11 +262,11 @@ def test_plan_budget_with_changing_steps_never_overruns_in_whole_epochs(
         each = [-(-n // batch) * s + eval_s for s in steps]
         return sum(each[: min(k, len(each))]) + max(0, k - len(each)) * each[-1]
 
-    if epochs >= FILL_BELOW:  # whole epochs on every image: as many as fit, never more
+    if cost(FILL_BELOW) < budget * (1 - 1e-9):  # whole epochs on every image: all that fit
         assert subset is None
         assert cost(epochs) <= budget * (1 + 1e-9) < cost(epochs + 1) * (1 + 1e-9)
-    else:  # fewer: the next whole number of epochs on a subset (or all, if that is all)
-        assert cost(epochs - 1) < budget * (1 + 1e-9)
+    elif cost(FILL_BELOW) > budget * (1 + 1e-9):  # fewer fit: the next whole number, on a subset
+        assert epochs <= FILL_BELOW and cost(epochs - 1) < budget * (1 + 1e-9)
         assert subset is None or 1 <= subset < n
 
 
