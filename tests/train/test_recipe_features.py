@@ -274,6 +274,10 @@ def test_plan_budget_with_changing_steps_never_overruns_in_whole_epochs(
 def test_plan_budget_rejects_nonsense():
     with pytest.raises(ValueError):
         plan_budget(0, 1, 0, 10, 1)
+    with pytest.raises(ValueError):  # a step that costs nothing
+        plan_budget(10, 0, 0, 10, 1)
+    with pytest.raises(ValueError):  # a timed state that costs nothing
+        plan_budget(10, lambda epoch: 0.1 if epoch == 1 else 0.0, 0, 10, 1, steady_from=3)
 
 
 def test_budget_run_writes_its_resolved_epochs(data_dir, tmp_path):

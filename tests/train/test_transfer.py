@@ -361,14 +361,6 @@ def test_a_gradual_childs_budget_times_each_freeze_state(trained_parent, data_di
     def step_s(epoch):
         return info["step_s_by_state"][str(trainable_groups(cfg, groups, epoch))]
 
-    assert (
-        summary["epochs"]
-        == budget.plan_budget(
-            info["budget_s"],
-            step_s,
-            info["eval_s"],
-            500,
-            REAL["batch_size"],
-            steady_from=groups + 1,
-        )[0]
-    )
+    plan = budget.plan_budget(info["budget_s"], step_s, info["eval_s"], 500, REAL["batch_size"],
+                              steady_from=groups + 1)  # fmt: skip
+    assert summary["epochs"] == plan[0]

@@ -52,19 +52,15 @@ def plan_budget(
     fewer than one batch), which uses the budget instead of rounding a 1.9-epoch budget down
     to one epoch.
     """
-    if (
-        min(budget_s, n_train, batch_size, steady_from) <= 0
-        or eval_s < 0
-        or (not callable(step_s) and step_s <= 0)
-    ):
+    if min(budget_s, n_train, batch_size, steady_from) <= 0 or eval_s < 0:
         raise ValueError(
-            f"budget, step time, images, batch size and steady epoch must be > 0, got "
-            f"{budget_s}, {step_s}, {n_train}, {batch_size}, {steady_from}"
+            f"budget, images, batch size and steady epoch must be > 0, got "
+            f"{budget_s}, {n_train}, {batch_size}, {steady_from}"
         )
     step_of = step_s if callable(step_s) else (lambda _epoch: step_s)
     steps = math.ceil(n_train / batch_size)
 
-    def epoch_cost(epoch: int) -> float:
+    def epoch_cost(epoch: int) -> float:  # every step time used passes through here
         s = step_of(epoch)
         if s <= 0:
             raise ValueError(f"step time must be > 0, got {s} for epoch {epoch}")
