@@ -19,7 +19,7 @@ from cnnbench import rundir
 from cnnbench.train.config import RunConfig
 
 # Fields the CLI handles itself (nested sections, free-form dicts).
-_SKIP_FIELDS = {"model_args", "transfer"}
+_SKIP_FIELDS = {"model_args", "transfer", "budget_replans"}  # not flags: nested, or written by a run
 RESUME_HELP = f"continue an interrupted run from its {rundir.LAST} (a complete run is left as is)"
 
 

@@ -12,6 +12,12 @@ next whole number of epochs on the seeded subset that fills it (:func:`plan_budg
 whose steps change cost from epoch to epoch (a gradual transfer child) has each of its states
 timed, as far as the budget reaches. The real time is recorded beside the budget in
 ``summary.json``.
+
+A few seconds of timed steps cannot see a machine that drifts over an hour, so after each
+epoch past the warm-up the run compares its real epochs with the budget, and when it would miss
+it by more than ``REPLAN_TOLERANCE`` it re-plans its epochs (:func:`replanned`): the schedule
+decays from where it is to zero at the new end, and the re-plan is written to ``config.yaml``
+(``budget_replans``), so the run is still reproducible from that file.
 """
 
 from __future__ import annotations
@@ -20,11 +26,13 @@ import copy
 import math
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
-from cnnbench.train.config import ConfigError
+from cnnbench.train.config import ConfigError, Replan, RunConfig
+from cnnbench.train.optim import warmup_steps
 
 FILL_BELOW = 4  # below this many epochs, fill the budget with a subset instead of rounding down
 
@@ -93,6 +101,81 @@ def _epochs_that_fit(
             return epoch - 1 + (budget_s - spent) / cost
         spent += cost
     return steady_from - 1 + (budget_s - spent) / epoch_cost(steady_from)
+
+
+REPLAN_TOLERANCE = 0.05  # re-plan when the real epochs would miss the budget by more than this
+
+
+def replan(
+    budget_s: float,
+    spent_s: float,
+    epoch: int,
+    epochs: int,
+    epoch_s: float,
+    *,
+    tolerance: float = REPLAN_TOLERANCE,
+) -> int | None:
+    """The epochs a budget run should now plan for after ``epoch`` of ``epochs``, or None to
+    keep its plan.
+
+    The timed steps that resolved the plan are a few seconds of a run that lasts minutes to
+    hours, and a shared machine drifts: a 30-minute budget whose epochs slowed from 17 to 20 s
+    ran 34.5 minutes. After each epoch the run projects its end from ``spent_s`` (steps and
+    validation so far) and ``epoch_s`` (what an epoch costs now): more than ``tolerance`` of
+    the budget over it, it keeps the whole epochs that still fit (at least one, so the
+    schedule can end); one more epoch fitting with ``tolerance`` to spare, it adds the epochs
+    that fit. Whole epochs only, as the plan.
+    """
+    if epoch_s <= 0 or not 0 < epoch < epochs:
+        raise ValueError(
+            f"need 0 < epoch < epochs and epoch_s > 0, got {epoch}, {epochs}, {epoch_s}"
+        )
+    left = budget_s - spent_s
+    fit = math.floor(max(0.0, left) / epoch_s + 1e-9)
+    if spent_s + (epochs - epoch) * epoch_s > budget_s * (1 + tolerance):
+        new = epoch + max(1, fit)
+    elif (epochs - epoch + 1) * epoch_s * (1 + tolerance) <= left:
+        new = epoch + fit
+    else:
+        return None
+    return new if new != epochs else None
+
+
+RECENT_EPOCHS = 3  # what an epoch costs now: the mean of the last few
+
+
+def replanned(
+    config: RunConfig,
+    calibration: dict[str, Any] | None,
+    history: list[dict[str, Any]],
+    spent_s: float,
+    steps_per_epoch: int,
+) -> tuple[RunConfig, float] | None:
+    """(the config with its epochs re-planned, the epoch time that decided it) after the last
+    epoch in ``history``, or None to keep the plan (:func:`replan`).
+
+    Only a budget run on its whole training split re-plans (a subset run's epochs were cut to
+    fit already), never inside its warm-up (which is laid out on the first plan), never while
+    a gradual transfer child's steps still change cost, and at most once after each epoch (a
+    resumed run does not re-decide an epoch it has decided)."""
+    epoch = len(history)
+    if config.budget_minutes is None or calibration is None or calibration.get("train_subset"):
+        return None
+    if not 0 < epoch < config.epochs or epoch < calibration.get("steady_from", 1):
+        return None
+    if epoch * steps_per_epoch < warmup_steps(config, steps_per_epoch):
+        return None
+    if config.budget_replans and epoch <= config.budget_replans[-1].after_epoch:
+        return None
+    recent = history[-RECENT_EPOCHS:]
+    epoch_s = math.fsum(r["epoch_time_s"] + r["val_time_s"] for r in recent) / len(recent)
+    new = replan(calibration["budget_s"], spent_s, epoch, config.epochs, epoch_s)
+    if new is None:
+        return None
+    plan = Replan(after_epoch=epoch, from_epochs=config.epochs, to_epochs=new)
+    replans = [r.model_dump() for r in (*config.budget_replans, plan)]
+    updated = {**config.model_dump(), "epochs": new, "budget_replans": replans}
+    return RunConfig.model_validate(updated), epoch_s
 
 
 def time_steps(

@@ -7,6 +7,7 @@ Unknown keys and bad values fail here, before any data is read or any model is b
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,27 @@ class TransferConfig(BaseModel):
     checkpoint: Literal["best", "last"] = Field(
         "best", description="which checkpoint of the parent run to load"
     )
+
+
+class Replan(BaseModel):
+    """After epoch ``after_epoch`` a budget run changed its plan from ``from_epochs`` to
+    ``to_epochs``; the schedule decays from where it was to zero at the new end
+    (``cnnbench.train.optim.lr_factor``). Recorded so that the run can be reproduced."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after_epoch: int = Field(ge=1, description="the last epoch trained under the old plan")
+    from_epochs: int = Field(ge=1, description="epochs planned before")
+    to_epochs: int = Field(ge=1, description="epochs planned after")
+
+    @model_validator(mode="after")
+    def _after_is_inside(self) -> Replan:
+        if not self.after_epoch < min(self.from_epochs, self.to_epochs):
+            raise ValueError(
+                f"a re-plan after epoch {self.after_epoch} must leave epochs to train under "
+                f"both plans ({self.from_epochs} -> {self.to_epochs})"
+            )
+        return self
 
 
 class RunConfig(BaseModel):
@@ -132,6 +154,11 @@ class RunConfig(BaseModel):
         gt=0,
         description="train for this many minutes of this machine: a few timed batches set "
         "--epochs (written to config.yaml), the schedule follows",
+    )
+    budget_replans: list[Replan] = Field(
+        default_factory=list,
+        description="written by a --budget-minutes run, not given: where the run re-planned its "
+        "epochs because its real epochs were slower or faster than the timed steps said",
     )
     batch_size: int = Field(128, ge=1, description="images per optimizer step")
     optimizer: OptimizerName = Field("sgd", description="sgd, adam, adamw or adadelta")
@@ -250,7 +277,25 @@ class RunConfig(BaseModel):
             raise ValueError(
                 f"warmup_epochs ({self.warmup_epochs}) must be shorter than epochs ({self.epochs})"
             )
+        plans = self.budget_replans
+        for prev, nxt in itertools.pairwise(plans):
+            if not (prev.after_epoch < nxt.after_epoch and prev.to_epochs == nxt.from_epochs):
+                raise ValueError(
+                    "budget_replans must follow one another: each after a later epoch, "
+                    "starting from the epochs the previous one planned"
+                )
+        if plans and plans[-1].to_epochs != self.epochs:
+            raise ValueError(
+                f"the last budget re-plan ends at {plans[-1].to_epochs} epochs, "
+                f"but epochs is {self.epochs}"
+            )
         return self
+
+    @property
+    def planned_epochs(self) -> int:
+        """The epochs first planned (the budget's resolution; ``epochs`` without re-plans):
+        the warm-up and the schedule's first segment are laid out on them."""
+        return self.budget_replans[0].from_epochs if self.budget_replans else self.epochs
 
     @property
     def effective_lr(self) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import torch
@@ -77,15 +77,22 @@ def lr_factor(
     steps_per_epoch: int,
     step_every: int,
     step_gamma: float,
+    replans: Sequence[tuple[int, int]] = (),
 ) -> float:
-    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based)."""
+    """Multiplier of the peak learning rate at optimizer step ``step`` (0-based).
+
+    ``total`` is the run's first plan in steps; ``replans`` are ``(at_step, new_total)`` pairs,
+    in order, where a budget run changed its plan (never inside the warm-up). From a re-plan on,
+    the decay goes on from the progress it had reached to zero at the new end, so the rate
+    never jumps and the schedule keeps its shape over the rest of the run.
+    """
     if warmup and step < warmup:
         return (step + 1) / warmup
     if schedule == "constant":
         return 1.0
     if schedule == "step":
         return step_gamma ** (step // (step_every * steps_per_epoch))
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    progress = decay_progress(step, warmup, total, replans)
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule in ("onecycle", "linear"):  # (warm-up above), then linear decay to zero
@@ -93,20 +100,46 @@ def lr_factor(
     raise ValueError(f"unknown schedule {schedule!r}")
 
 
+def decay_progress(
+    step: int, warmup: int, total: int, replans: Sequence[tuple[int, int]] = ()
+) -> float:
+    """How far (0 to 1) the decay after the warm-up has gone at ``step``, re-plans included."""
+    start, done, end = warmup, 0.0, total
+    for at, new_end in replans:
+        if at < warmup or not start <= at < min(end, new_end):
+            raise ValueError(f"a re-plan at step {at} (to {new_end}) is outside the decay")
+        if step < at:
+            break
+        done += (1.0 - done) * (at - start) / max(1, end - start)
+        start, end = at, new_end
+    return min(1.0, done + (1.0 - done) * max(0, step - start) / max(1, end - start))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: RunConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-step LambdaLR; ``onecycle`` without warmup_epochs gets 30 % of the run (as torch)."""
-    warmup_epochs = config.warmup_epochs
-    if config.schedule == "onecycle" and warmup_epochs == 0:
-        warmup_epochs = 0.3 * config.epochs
     fn = partial(
         lr_factor,
-        total=config.epochs * steps_per_epoch,
-        warmup=round(warmup_epochs * steps_per_epoch),
+        total=config.planned_epochs * steps_per_epoch,
+        warmup=warmup_steps(config, steps_per_epoch),
         schedule=config.schedule,
         steps_per_epoch=steps_per_epoch,
         step_every=config.step_every,
         step_gamma=config.step_gamma,
+        replans=[
+            (r.after_epoch * steps_per_epoch, r.to_epochs * steps_per_epoch)
+            for r in config.budget_replans
+        ],
     )
+    fn(config.epochs * steps_per_epoch)  # a re-plan inside the warm-up fails here, not later
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def warmup_steps(config: RunConfig, steps_per_epoch: int) -> int:
+    """Warm-up steps, laid out on the first plan: ``onecycle`` without warmup_epochs warms up
+    over 30 % of it (as torch's OneCycleLR)."""
+    warmup_epochs = config.warmup_epochs
+    if config.schedule == "onecycle" and warmup_epochs == 0:
+        warmup_epochs = 0.3 * config.planned_epochs
+    return round(warmup_epochs * steps_per_epoch)

@@ -407,7 +407,7 @@ def _open(
     old = rundir.config()
     if old is not None:
         if config.budget_minutes is not None and old.get("budget_minutes") == config.budget_minutes:
-            resolved = {k: old[k] for k in ("epochs", "train_subset") if k in old}
+            resolved = {k: old[k] for k in ("epochs", "train_subset", "budget_replans") if k in old}
             config = RunConfig.model_validate({**config.model_dump(), **resolved})
         _check_same_config(old, config, rundir.path)
     if rundir.is_complete():
@@ -579,7 +579,7 @@ def _resolve_budget(
             f"not more than warmup_epochs ({config.warmup_epochs}); give a larger budget"
         )
     resolved = RunConfig.model_validate({**config.model_dump(), **updates})
-    info = {"budget_s": budget_s, "step_s": step_s(1), "eval_s": eval_s,
+    info = {"budget_s": budget_s, "step_s": step_s(1), "eval_s": eval_s, "steady_from": steady_from,
             "step_s_by_state": {str(k): v for k, v in step_by_state.items()},
             "epoch_s_estimate": epoch_s, "epochs": epochs,
             "train_subset": updates.get("train_subset"),
@@ -591,14 +591,43 @@ def _resolve_budget(
 
 
 def _fit(run: _Run, on_epoch_end: Callable[[dict[str, Any]], None] | None) -> None:
-    for epoch in range(run.state.epoch + 1, run.config.epochs + 1):
+    epoch = run.state.epoch
+    while epoch < run.config.epochs:  # a budget run may re-plan its epochs as it goes
+        epoch += 1
         t0 = time.perf_counter()
         row = _train_epoch(run, epoch)
         _log_epoch(run, row)
         run.state.fit_time_s += time.perf_counter() - t0  # checkpoint time follows
+        _replan(run)
         _checkpoint_epoch(run, epoch, row)
         if on_epoch_end is not None:
             on_epoch_end(row)
+
+
+def _replan(run: _Run) -> None:
+    """Re-plan a budget run's epochs when its real epochs would miss the budget; the new plan
+    is in config.yaml before the checkpoint that follows, so a resumed run keeps it."""
+    steps = run.steps_per_epoch
+    out = budget.replanned(run.config, run.calibration, run.state.history,
+                           run.state.fit_time_s, steps)  # fmt: skip
+    if out is None:
+        return
+    old, (run.config, epoch_s) = run.config, out
+    lrs = [g["lr"] for g in run.optimizer.param_groups]  # a new scheduler resets them
+    scheduler = build_scheduler(run.optimizer, run.config, steps)
+    scheduler.load_state_dict(run.scheduler.state_dict())  # the same step, the new plan
+    for group, lr in zip(run.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr  # the plans agree up to here: the next step's rate is unchanged
+    run.scheduler = scheduler
+    if run.main:
+        dump_config(run.config, run.rundir.config_path)
+    if run.progress:
+        progress_write(
+            f"{run.config.run_name()}: epochs take {epoch_s:.1f} s, not the "
+            f"{run.calibration['epoch_s_estimate']:.1f} s timed; re-planned the "
+            f"{old.budget_minutes:g}-minute budget from {old.epochs} to {run.config.epochs} epochs",
+            file=sys.stderr,
+        )
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
@@ -739,6 +768,7 @@ def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str
         "train_time_s": round(state.train_time_s, 2),
         "fit_time_s": round(state.fit_time_s, 2),
         "budget_minutes": config.budget_minutes, "budget": run.calibration,
+        "budget_replans": [r.model_dump() for r in config.budget_replans],
         "images_per_s": round(sum(h["images_per_s"] for h in history) / max(1, len(history)), 1),
         "load_average": _mean([h.get("load_avg") for h in history]),
         "device": env["device_name"], "threads": env["threads"], "versions": env["versions"],
