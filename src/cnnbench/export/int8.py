@@ -6,6 +6,8 @@ quantize_int8("m.onnx", "m.int8.onnx", x, mean, std)   # QDQ, per-channel, MinMa
 
 from __future__ import annotations
 
+import logging
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,7 +72,8 @@ def quantize_int8(
         "calibration": "MinMax",
         "calibration_images": len(calib_uint8),
     }
-    with tempfile.TemporaryDirectory(prefix="cnnbench-quant-") as tmp:
+    fallback = _PerTensorFallback()
+    with tempfile.TemporaryDirectory(prefix="cnnbench-quant-") as tmp, fallback:
         source = _preprocess(Path(fp32_path), Path(tmp) / "pre.onnx", info)
         input_name = onnx.load(str(source), load_external_data=False).graph.input[0].name
         quantize_static(
@@ -84,7 +87,35 @@ def quantize_int8(
             calibrate_method=CalibrationMethod.MinMax,
         )
     check_single_file(out_path)
+    info["per_tensor_weights"] = fallback.weights
     return info
+
+
+class _PerTensorFallback(logging.Filter):
+    """Collects, instead of printing, ONNX Runtime's "Axis 1 is out-of-range for weight ..."
+    warnings: a 1-D weight (the scale of a BatchNorm that no convolution absorbed, as after
+    FastNet's max-pools) cannot be quantised per channel on axis 1, and ORT quantises it per
+    tensor, which is what we want. One line per such weight in every study log said nothing
+    a user could act on; the names go to the returned info (``per_tensor_weights``)."""
+
+    _PATTERN = re.compile(r"is out-of-range for weight '([^']+)'")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weights: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self._PATTERN.search(record.getMessage())
+        if found:
+            self.weights.append(found.group(1))
+        return found is None
+
+    def __enter__(self) -> _PerTensorFallback:
+        logging.getLogger().addFilter(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeFilter(self)
 
 
 def _preprocess(fp32_path: Path, pre: Path, info: dict[str, Any]) -> Path:
