@@ -20,6 +20,8 @@ PINNED_PARAMS = {
     # FastNet's 288 whitening-filter numbers are a buffer, not counted.
     ("fastnet", 10): 1_972_514,
     ("fastnet", 100): 1_995_644,
+    ("fastnet_16_64_128", 10): 275_170,
+    ("fastnet_16_64_128", 100): 286_780,
     ("fastnet_24_96", 10): 281_794,
     ("fastnet_24_96", 100): 290_524,
     ("fastnet_40_160", 10): 774_914,
@@ -56,6 +58,7 @@ PINNED_PARAMS = {
 
 # Exact MACs of one 3x32x32 image, 10 classes, default arguments (cnnbench.profile.count_macs).
 PINNED_MACS = {
+    "fastnet_16_64_128": 12_937_376,
     "fastnet_24_96": 19_966_560,
     "fastnet_40_160": 49_434_208,
     "fastnet_base": 118_147_360,
@@ -72,6 +75,7 @@ PINNED_MACS = {
 # Non-default arguments per model, to check that cnnbench_spec round-trips them.
 NON_DEFAULT_KWARGS = {
     "fastnet": {"widths": [16, 32, 64], "dirac": False},
+    "fastnet_16_64_128": {"dirac": False},
     "fastnet_24_96": {"dirac": False},
     "fastnet_40_160": {"dirac": False},
     "fastnet_base": {"dirac": False},
@@ -102,6 +106,7 @@ def _batch(n: int = 2) -> torch.Tensor:
 def test_expected_models_registered() -> None:
     assert ALL_MODELS == [
         "fastnet",
+        "fastnet_16_64_128",
         "fastnet_24_96",
         "fastnet_40_160",
         "fastnet_base",
