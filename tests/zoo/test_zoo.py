@@ -120,3 +120,17 @@ def test_shipped_card_matches_its_weights(name, data_dir):
     assert abs(got - card["check_subset"]["test_acc"]) <= 0.001 + 1e-9  # 0.1 point
     assert abs(card["shipped_test_acc"] - card["test_acc"]) <= 0.001 + 1e-9
     assert entry.checkpoint_path("best").stat().st_size <= 10 * 2**20
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_cards_create_model_line_loads_that_entry(name):
+    """The card's "Use it" line works as written, also for an entry whose builder has
+    arguments (fastnet_24_96-cifar10 is `fastnet` with widths: create_model("fastnet", ...)
+    would find no entry)."""
+    import re
+
+    text = (zoo.root() / name / "README.md").read_text()
+    (model, dataset), *_ = re.findall(r'create_model\("([^"]+)", pretrained="([^"]+)"\)', text)
+    net = create_model(model, pretrained=dataset)
+    want = RunDir(zoo.root() / name).load_checkpoint()["model"]["head.weight"].float()
+    torch.testing.assert_close(net.head.weight, want)

@@ -258,7 +258,10 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]  # fmt: skip
     lines = [f"# {card['name']}", "", "| | |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in rows]
+    # create_model(NAME, pretrained=DATASET) loads the entry NAME-DATASET: the entry's own
+    # prefix, which is not the builder's name for an entry like fastnet_24_96 (fastnet + widths)
+    prefix = card["name"].removesuffix(f"-{card['dataset']}")
     lines += ["", f"Use it: `cnnbench predict {card['name']} IMAGE`, `cnnbench serve "
-              f"{card['name']}`, or `create_model(\"{card['model']}\", "
+              f"{card['name']}`, or `create_model(\"{prefix}\", "
               f"pretrained=\"{card['dataset']}\")`.", ""]  # fmt: skip
     return "\n".join(lines)
