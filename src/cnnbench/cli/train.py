@@ -18,8 +18,8 @@ from typing import Any
 from cnnbench import rundir
 from cnnbench.train.config import RunConfig
 
-# Fields the CLI handles itself (nested sections, free-form dicts).
-_SKIP_FIELDS = {"model_args", "transfer", "budget_replans"}  # not flags: nested, or written by a run
+# Fields the CLI handles itself (nested sections, free-form dicts) or a run writes (re-plans).
+_SKIP_FIELDS = {"model_args", "transfer", "budget_replans"}
 RESUME_HELP = f"continue an interrupted run from its {rundir.LAST} (a complete run is left as is)"
 
 

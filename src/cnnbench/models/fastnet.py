@@ -168,9 +168,7 @@ def fastnet_tiny(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True
 
 
 @register_model
-def fastnet_16_64_128(
-    *, num_classes: int = 10, in_chans: int = 3, dirac: bool = True
-) -> FastNet:
+def fastnet_16_64_128(*, num_classes: int = 10, in_chans: int = 3, dirac: bool = True) -> FastNet:
     """FastNet 16/64/128: ~12.9 M MACs, the sub-0.5 ms point (0.15-0.17x MobileNetV2's batch-1
     latency on one core, docs/frontier.md): ``fastnet_tiny`` with a last group twice as wide,
     which costs little at 7x7 and 3x3."""
