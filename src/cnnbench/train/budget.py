@@ -161,13 +161,14 @@ def replanned(
     epoch = len(history)
     if config.budget_minutes is None or calibration is None or calibration.get("train_subset"):
         return None
-    if not 0 < epoch < config.epochs or epoch < calibration.get("steady_from", 1):
+    steady_from = calibration.get("steady_from", 1)
+    if not 0 < epoch < config.epochs or epoch < steady_from:
         return None
     if epoch * steps_per_epoch < warmup_steps(config, steps_per_epoch):
         return None
     if config.budget_replans and epoch <= config.budget_replans[-1].after_epoch:
         return None
-    recent = history[-RECENT_EPOCHS:]
+    recent = [r for r in history[-RECENT_EPOCHS:] if r["epoch"] >= steady_from]  # steady costs
     epoch_s = math.fsum(r["epoch_time_s"] + r["val_time_s"] for r in recent) / len(recent)
     new = replan(calibration["budget_s"], spent_s, epoch, config.epochs, epoch_s)
     if new is None:
