@@ -106,7 +106,7 @@ def decay_progress(
     """How far (0 to 1) the decay after the warm-up has gone at ``step``, re-plans included."""
     start, done, end = warmup, 0.0, total
     for at, new_end in replans:
-        if at < warmup or not start <= at < min(end, new_end):
+        if not start <= at < min(end, new_end):  # start is the warm-up end, then each re-plan
             raise ValueError(f"a re-plan at step {at} (to {new_end}) is outside the decay")
         if step < at:
             break
