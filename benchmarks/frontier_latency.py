@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 GRID: list[tuple[str, dict]] = [
@@ -42,59 +41,30 @@ GRID: list[tuple[str, dict]] = [
 ]  # fmt: skip
 
 
-def export_session(name: str, kwargs: dict, folder: Path):
-    """Export one candidate to ONNX in ``folder``; an ORT session on ONE thread, and its costs."""
-    import onnxruntime as ort
+def measure_interleaved(grid: list[tuple[str, dict]], iters: int, warmup: int,
+                        rounds: int) -> list[dict]:  # fmt: skip
+    """p50 / p99 of every candidate (exported to ONNX, one ORT thread), timed round-robin in
+    one process by ``cnnbench.bench.interleaved.time_interleaved``: a host whose speed drifts,
+    or a neighbour's burst of load, hits every candidate alike, so their ratios hold even when
+    the absolute figures move."""
     import torch
 
+    from cnnbench.bench.interleaved import ort_session, time_interleaved
+    from cnnbench.export.onnx import export_onnx
     from cnnbench.models import create_model
     from cnnbench.profile import count_macs, count_params
 
-    model = create_model(name, **kwargs).eval()
-    x = torch.randn(1, 3, 32, 32)
-    path = folder / f"{label({'name': name, 'kwargs': kwargs}).replace('/', '_')}.onnx"
-    torch.onnx.export(model, (x,), str(path), opset_version=17, dynamo=False,
-                      input_names=["input"], output_names=["logits"])  # fmt: skip
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    return sess, {"name": name, "kwargs": kwargs, "macs": count_macs(model),
-                  "params": count_params(model)}  # fmt: skip
-
-
-def measure_interleaved(grid: list[tuple[str, dict]], iters: int, warmup: int,
-                        rounds: int) -> list[dict]:  # fmt: skip
-    """p50 / p99 of every candidate, timed round-robin in one process.
-
-    Each round times ``iters // rounds`` calls of every candidate in turn, so a host whose
-    speed drifts, or a neighbour's burst of load, hits every candidate alike and their ratios
-    hold even when the absolute figures move.
-    """
-    import numpy as np
-    import torch
-
     torch.set_num_threads(1)
-    feed = {"input": np.random.default_rng(0).standard_normal((1, 3, 32, 32), np.float32)}
+    rows, sessions = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        built = [export_session(name, kwargs, Path(tmp)) for name, kwargs in grid]
-        for sess, _ in built:
-            for _ in range(warmup):
-                sess.run(None, feed)
-        times: list[list[float]] = [[] for _ in built]
-        per_round = max(1, iters // rounds)
-        for _ in range(rounds):
-            for i, (sess, _) in enumerate(built):
-                for _ in range(per_round):
-                    t0 = time.perf_counter()
-                    sess.run(None, feed)
-                    times[i].append(time.perf_counter() - t0)
-    rows = []
-    for (_, row), t in zip(built, times, strict=True):
-        ms = np.array(t) * 1e3
-        rows.append(row | {"p50_ms": float(np.percentile(ms, 50)),
-                           "p99_ms": float(np.percentile(ms, 99)), "iters": len(t)})  # fmt: skip
-    return rows
+        for i, (name, kwargs) in enumerate(grid):
+            model = create_model(name, **kwargs).eval()
+            rows.append({"name": name, "kwargs": kwargs, "macs": count_macs(model),
+                         "params": count_params(model)})  # fmt: skip
+            sessions[str(i)] = ort_session(export_onnx(model, Path(tmp) / f"{i}.onnx"))
+        stats = time_interleaved(sessions, iters=iters, warmup=warmup, rounds=rounds)
+    return [row | {k: stats[str(i)][k] for k in ("p50_ms", "p99_ms", "iters")}
+            for i, row in enumerate(rows)]  # fmt: skip
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -61,6 +62,37 @@ def test_a_replaced_entry_keeps_nothing_of_the_old_one(tmp_zoo, tmp_path):
     assert not (tmp_path / "entry" / "robustness").exists()
     with pytest.raises(RunDirError, match="plain folder name"):
         add_run(run, "../outside", zoo_root=tmp_path, force=True, measure=False)
+
+
+def test_latency_ratio_is_of_the_entrys_model_and_on_its_card(tmp_zoo, tmp_path, monkeypatch):
+    from cnnbench.bench import interleaved
+    from cnnbench.zoo.build import _reference_ratio, card_markdown, measure_entry
+
+    root, card, _ = tmp_zoo
+    seen = {}
+
+    def fake_ratio(model, *, input_size):
+        seen.update(name=model.cnnbench_spec["name"], training=model.training, size=input_size)
+        return {"reference": "mobilenetv2", "p50_ms": 0.1, "p99_ms": 0.2,
+                "reference_p50_ms": 2.0, "reference_p99_ms": 3.0, "ratio": 0.05,
+                "iters": 2000, "rounds": 10}  # fmt: skip
+
+    monkeypatch.setattr(interleaved, "reference_ratio", fake_ratio)
+    ref = _reference_ratio(root / card["name"])
+    assert seen == {"name": "lenet5_relu", "training": False, "size": (3, 32, 32)}
+    text = card_markdown({**card, "latency": {"reference": ref}})
+    assert "0.05x: fp32 p50 0.100 ms against mobilenetv2's 2.000 ms" in text
+    assert "latency against MobileNetV2 | - (not measured" in card_markdown(card)
+
+    # `zoo measure --measure ratio` adds it to a card and keeps the latencies already there
+    entry = tmp_path / card["name"]
+    shutil.copytree(root / card["name"], entry)
+    measured = {**card, "latency": {"onnxruntime": {"p50_ms": 0.3, "p99_ms": 0.4}}}
+    (entry / "zoo.json").write_text(json.dumps(measured))
+    measure_entry(entry, what=("ratio",))
+    on_disk = RunDir(entry).zoo_card()["latency"]
+    assert on_disk == {"onnxruntime": {"p50_ms": 0.3, "p99_ms": 0.4}, "reference": ref}
+    assert "0.05x" in (entry / "README.md").read_text()
 
 
 def test_shipped_weights_remeasure(tmp_zoo, data_dir):

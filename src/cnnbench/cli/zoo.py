@@ -23,7 +23,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print("no models shipped yet (cnnbench zoo add RUN adds one)")
         return 0
     head = (f"{'name':<28}{'test %':>15}{'TTA %':>8}{'params':>11}{'MACs':>8}"
-            f"{'fp32 p50/p99 ms':>17}{'int8 p50/p99 ms':>17}{'int8 %':>8}{'mCA %':>8}"
+            f"{'fp32 p50/p99 ms':>17}{'/mnv2':>7}{'int8 p50/p99 ms':>17}{'int8 %':>8}"
+            f"{'mCA %':>8}"
             f"{'train':>8}")  # fmt: skip
     print(head)
     for c in cards:
@@ -32,15 +33,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
         int8 = (c.get("int8") or {}).get("onnx_int8_acc")
         mca = (c.get("robustness") or {}).get("mca")
         minutes = (c.get("fit_time_s") or c["train_time_s"]) / 60
+        ref = (c.get("latency") or {}).get("reference")
+        ratio = f"{ref['ratio']:.2f}x" if ref else "-"
         print(f"{c['name']:<28}{acc:>15}{tta:>8}{c['params']:>11,}{c['macs'] / 1e6:>7.1f}M"
-              f"{_fmt_ms(c.get('latency'), 'onnxruntime'):>17}"
+              f"{_fmt_ms(c.get('latency'), 'onnxruntime'):>17}{ratio:>7}"
               f"{_fmt_ms(c.get('latency'), 'onnxruntime-int8'):>17}"
               f"{(f'{int8:.2%}' if int8 is not None else '-'):>8}"
               f"{(f'{mca:.2%}' if mca is not None else '-'):>8}{minutes:>6.1f}m")  # fmt: skip
     print(
         "\naccuracy: CIFAR test split, validation-selected weights, ± standard error; "
-        "latency: batch 1, ONNX Runtime, one thread; mCA: mean corruption accuracy, CIFAR-C "
-        "protocol (cnnbench robustness); see each card: cnnbench zoo show NAME"
+        "latency: batch 1, ONNX Runtime, one thread; /mnv2: fp32 p50 as a fraction of the "
+        "CIFAR-stride MobileNetV2's, timed in turns (steadier than ms on a busy host); mCA: "
+        "mean corruption accuracy, CIFAR-C protocol (cnnbench robustness); see each card: cnnbench zoo show NAME"
     )
     return 0
 
@@ -79,10 +83,12 @@ def _measures(text: str) -> tuple[str, ...]:
 
 def _measure_line(name: str, card: dict, what: tuple[str, ...]) -> str:
     parts = []
+    lat = card.get("latency") or {}
     if "latency" in what:
-        lat = card["latency"]
         parts.append(f"ORT fp32 p50 {lat['onnxruntime']['p50_ms']:.3f} ms, int8 p50 "
                      f"{lat['onnxruntime-int8']['p50_ms']:.3f} ms (load {lat['load_average']})")  # fmt: skip
+    if {"latency", "ratio"} & set(what) and lat.get("reference"):
+        parts.append(f"{lat['reference']['ratio']:.2f}x MobileNetV2 in turns")
     if "int8" in what:
         parts.append(f"int8 accuracy {card['int8']['onnx_int8_acc']:.2%}")
     if "robustness" in what:
@@ -144,15 +150,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     m = zsub.add_parser(
         "measure", help="re-measure latency and int8 accuracy of zoo models (minutes)",
         description="Batch-1 latency (ONNX Runtime fp32 and int8, one thread, each in a fresh "
-        "process) and int8 test accuracy of shipped models, and on request their mean "
+        "process; then fp32 timed in turns with the CIFAR-stride MobileNetV2, whose ratio holds "
+        "when the host's speed drifts) and int8 test accuracy of shipped models, and on request their mean "
         "corruption accuracy (cnnbench robustness); updates their cards. Run it on a quiet "
         "machine: the card records the load average.",
     )  # fmt: skip
     m.add_argument("names", nargs="*", help="zoo names (default: all)")
     m.add_argument("--data-dir", default=None, help="where the dataset is (default: as trained)")
     m.add_argument("--measure", type=_measures, default=("latency", "int8"), metavar="LIST",
-                   help="comma list of latency, int8, robustness (default: latency,int8); "
-                   "robustness adds the mean corruption accuracy to the card")  # fmt: skip
+                   help="comma list of latency, ratio, int8, robustness (default: "
+                   "latency,int8); ratio: only the fp32 ratio to MobileNetV2 (seconds); robustness adds the mean corruption accuracy to the card")  # fmt: skip
     m.add_argument("--robustness-images", type=int, default=None, metavar="N",
                    help="test images of the robustness measurement (default: the protocol's)")  # fmt: skip
     m.set_defaults(func=_cmd_measure)

@@ -39,7 +39,8 @@ from cnnbench.train.checkpoint import save_checkpoint
 from cnnbench.zoo import sha256_of
 
 CHECK_SUBSET = 2000  # test images of the fixed subset CI re-measures (seed 0)
-MEASURES = ("latency", "int8", "robustness")  # what `cnnbench zoo measure` can measure
+# what `cnnbench zoo measure` can measure; latency includes the ratio, which alone is seconds
+MEASURES = ("latency", "ratio", "int8", "robustness")
 DEFAULT_MEASURES = ("latency", "int8")
 _KEEP = ("model_spec", "config", "epoch", "best_val_acc", "best_epoch", "classes", "mean",
          "std", "input_size", "dataset", "weights")  # fmt: skip
@@ -91,7 +92,17 @@ def _latency(entry: Path) -> dict[str, Any]:
     for r in report.get("results", []):
         if r.get("batch", 1) == 1 and r.get("threads") == 1:
             out[r["backend"]] = {k: r[k] for k in ("p50_ms", "p90_ms", "p99_ms", "iters") if k in r}
+    out["reference"] = _reference_ratio(entry)
     return out
+
+
+def _reference_ratio(entry: Path) -> dict[str, Any]:
+    """The entry's fp32 p50 against MobileNetV2's, timed in turns (``reference_ratio``): the
+    absolute figure above moves with the host; this ratio is what compares across sittings."""
+    from cnnbench.bench.interleaved import reference_ratio
+
+    model, ckpt = RunDir(entry).load_model()
+    return reference_ratio(model.eval(), input_size=tuple(ckpt["input_size"]))
 
 
 def _int8_accuracy(entry: Path, data_dir: str | None) -> dict[str, Any]:
@@ -155,7 +166,8 @@ def measure_entry(
     progress: Any = None,
 ) -> dict[str, Any]:
     """Measure a zoo entry and update its card: ``latency`` (batch 1, ONNX Runtime fp32 and
-    int8, one thread, fresh processes), ``int8`` (the int8 model's test accuracy) and/or
+    int8, one thread, fresh processes; then the fp32 ratio to MobileNetV2, timed in turns),
+    ``ratio`` (that ratio alone), ``int8`` (the int8 model's test accuracy) and/or
     ``robustness`` (mean corruption accuracy, ``cnnbench.robustness``; ``robustness_images``
     test images, default the protocol's). Run it on a quiet machine."""
     unknown = [w for w in what if w not in MEASURES]
@@ -169,6 +181,8 @@ def measure_entry(
     dest.verify()
     if "latency" in what:
         card["latency"] = _latency(dest.path)
+    elif "ratio" in what:
+        card["latency"] = {**(card.get("latency") or {}), "reference": _reference_ratio(dest.path)}
     if "int8" in what:
         card["int8"] = _int8_accuracy(dest.path, data_dir)
     if "robustness" in what:
@@ -224,6 +238,14 @@ def _robustness_text(r: dict[str, Any] | None) -> str:
             f"{_pct(drop)}; {groups})")  # fmt: skip
 
 
+def _ratio_text(ref: dict[str, Any] | None) -> str:
+    if not ref:
+        return "- (not measured: `cnnbench zoo measure NAME`)"
+    return (f"{ref['ratio']:.2f}x: fp32 p50 {ref['p50_ms']:.3f} ms against {ref['reference']}'s "
+            f"{ref['reference_p50_ms']:.3f} ms, timed in turns in one process "
+            f"({ref['rounds']} rounds, {ref['iters']} calls each)")  # fmt: skip
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as Markdown."""
     lat = card.get("latency") or {}
@@ -251,6 +273,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         ("parameters / MACs", f"{card['params']:,} / {card['macs'] / 1e6:.1f} M"),
         ("batch-1 latency p50 / p99, 1 thread", f"ONNX Runtime fp32 {ms('onnxruntime')}, "
                                                 f"int8 {ms('onnxruntime-int8')}"),
+        ("latency against MobileNetV2", _ratio_text(lat.get("reference"))),
         ("int8 accuracy", f"{_pct(int8.get('onnx_int8_acc'))} (fp32 ONNX "
                           f"{_pct(int8.get('onnx_fp32_acc'))})"),
         ("mean corruption accuracy", _robustness_text(card.get("robustness"))),
