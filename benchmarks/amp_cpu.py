@@ -23,7 +23,7 @@ import time
 import torch
 
 from cnnbench.models import create_model
-from cnnbench.train.trainer import cpu_has_bf16_matmul
+from cnnbench.train.precision import cpu_has_bf16_matmul
 
 
 def step_rate(model, optimizer, x, y, dtype: torch.dtype | None, steps: int) -> float:

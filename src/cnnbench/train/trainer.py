@@ -45,13 +45,14 @@ from cnnbench.profile import count_macs, count_params
 from cnnbench.progress import progress as progress_bar
 from cnnbench.progress import write as progress_write
 from cnnbench.rundir import RunDir, is_complete, read_summary
-from cnnbench.train import budget, transfer
+from cnnbench.train import budget, precision, transfer
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from cnnbench.train.config import ConfigError, RunConfig, dump_config, execution_only_fields
 from cnnbench.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_from_env
 from cnnbench.train.ema import ModelEMA
 from cnnbench.train.loop import TTA_VIEWS, evaluate, train_one_epoch
 from cnnbench.train.optim import build_optimizer, build_scheduler
+from cnnbench.train.precision import amp_dtype_for, eval_amp_dtype
 from cnnbench.verdict import did_not_learn
 
 __all__ = ["RunExistsError", "TrainState", "is_complete", "read_summary", "train"]
@@ -70,38 +71,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device 'mps' requested but MPS is not available")
     return torch.device(name)
-
-
-def cpu_has_bf16_matmul() -> bool:
-    """Whether this CPU multiplies bf16 matrices in hardware (Intel AMX tiles).
-
-    Where it does, oneDNN runs bf16 convolutions about twice as fast as float32 ones (measured
-    by ``benchmarks/amp_cpu.py``); elsewhere bf16 on a CPU is emulated and slower.
-    """
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:  # pragma: no cover - an old or unusual build
-        return False
-
-
-def amp_dtype_for(config: RunConfig, device: torch.device) -> torch.dtype | None:
-    """The training step's autocast dtype.
-
-    ``auto``: bf16 on CUDA and on CPUs with bf16 matrix units (AMX), float32 elsewhere.
-    Evaluation does not follow it on the CPU: see :func:`eval_amp_dtype`.
-    """
-    choice = config.amp
-    if choice == "auto":
-        fast_bf16 = device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul())
-        choice = "bf16" if fast_bf16 else "off"
-    return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[choice]
-
-
-def eval_amp_dtype(amp_dtype: torch.dtype | None, device: torch.device) -> torch.dtype | None:
-    """Validation and test run in float32 on a CPU, the precision a CPU deployment serves
-    (ONNX Runtime fp32), so that a card's accuracy is the accuracy the exported model has."""
-    return amp_dtype if device.type == "cuda" else None
 
 
 def _check_same_config(old: dict[str, Any], new: RunConfig, run_dir: Path) -> None:
@@ -308,6 +277,7 @@ class _Run:
     input_size: tuple[int, ...]
     state: TrainState
     calibration: dict[str, Any] | None
+    amp_probe: dict[str, Any] | None  # --amp fastest: the step timings that chose the precision
     progress: bool
 
     @property
@@ -335,6 +305,7 @@ class _Run:
             "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
             "input_size": list(self.input_size), "dataset": config.dataset,
             "weights": "ema" if self.ema is not None else "raw", "budget": self.calibration,
+            "amp_probe": self.amp_probe,
         }  # fmt: skip
         if self.ema is not None:
             ckpt["train_model"] = self.model.state_dict()
@@ -378,6 +349,9 @@ def train(
         device = torch.device("cuda", dist_info.local_rank)
     if dist_info.enabled and config.budget_minutes is not None:
         raise ConfigError("--budget-minutes is not supported under torchrun: give --epochs")
+    if dist_info.enabled and config.amp == "fastest":
+        raise ConfigError("--amp fastest is not supported under torchrun (each rank would time "
+                          "its own steps): give --amp off or bf16")  # fmt: skip
     try:
         rundir = RunDir(Path(runs_dir) / config.run_name())
         with rundir.lock() if dist_info.is_main else nullcontext():  # one trainer per run
@@ -406,8 +380,12 @@ def _open(
         )
     old = rundir.config()
     if old is not None:
+        resolved = {}
         if config.budget_minutes is not None and old.get("budget_minutes") == config.budget_minutes:
             resolved = {k: old[k] for k in ("epochs", "train_subset", "budget_replans") if k in old}
+        if config.amp == "fastest" and old.get("amp") in ("off", "bf16"):
+            resolved["amp"] = old["amp"]  # what the first start measured
+        if resolved:
             config = RunConfig.model_validate({**config.model_dump(), **resolved})
         _check_same_config(old, config, rundir.path)
     if rundir.is_complete():
@@ -445,6 +423,9 @@ def _prepare(
     model, spec, params, macs = _build_model(config, ckpt, init, data, device, input_size)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
+    amp_probe = ckpt.get("amp_probe") if ckpt is not None else None
+    if config.amp == "fastest":
+        config, amp_probe = _resolve_amp(config, model, data, init, loss_fn, device)
     calibration = None
     if config.budget_minutes is not None and ckpt is None:
         config, calibration = _resolve_budget(config, model, data, init, loss_fn, device)
@@ -459,14 +440,14 @@ def _prepare(
     steps = -(-data.x_train.shape[0] // config.batch_size)
     scheduler = build_scheduler(optimizer, config, steps)
     ema = ModelEMA(model, config.ema_decay) if config.ema_decay else None
-    amp_dtype = amp_dtype_for(config, device)
+    amp_dtype = amp_dtype_for(config.amp, device)
     run = _Run(
         config=config, rundir=rundir, device=device, dist_info=dist_info, data=data,
         model=model, step_model=_wrap(model, config, dist_info, device), optimizer=optimizer,
         scheduler=scheduler, ema=ema, init=init, amp_dtype=amp_dtype,
         scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
         loss_fn=loss_fn, spec=spec, params=params, macs=macs, input_size=input_size,
-        state=TrainState(), calibration=calibration, progress=progress,
+        state=TrainState(), calibration=calibration, amp_probe=amp_probe, progress=progress,
     )  # fmt: skip
     if ckpt is not None:
         run.restore(ckpt)
@@ -523,6 +504,29 @@ def _wrap(
     return step_model
 
 
+def _resolve_amp(
+    config: RunConfig,
+    model: nn.Module,
+    data: _Data,
+    init: ScratchInit | TransferInit,
+    loss_fn: nn.Module,
+    device: torch.device,
+) -> tuple[RunConfig, dict[str, Any]]:
+    """``--amp fastest``: time real steps in float32 and bf16, keep the faster (``precision``)."""
+    gen = torch.Generator().manual_seed(config.seed + 98)
+    time_step = precision.time_precision(
+        model, lambda m: build_optimizer(init.optimizer_params(m, config), config),
+        precision.probe_batches(lambda: data.train_batches(gen)), loss_fn,
+        ema_decay=config.ema_decay, device_type=device.type,
+        sync=torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
+    )  # fmt: skip
+    # the probe draws no random number the run would otherwise draw: a rerun from config.yaml
+    # (amp already chosen, no probe) trains identically
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        chosen, probe = precision.fastest_amp(device, time_step)
+    return RunConfig.model_validate({**config.model_dump(), "amp": chosen}), probe
+
+
 def _resolve_budget(
     config: RunConfig,
     model: nn.Module,
@@ -555,7 +559,7 @@ def _resolve_budget(
             step_by_state[state] = budget.time_steps(
                 model, lambda m: build_optimizer(init.optimizer_params(m, config), config),
                 batches(), loss_fn, ema_decay=config.ema_decay, sync=sync,
-                amp_dtype=amp_dtype_for(config, device), device_type=device.type,
+                amp_dtype=amp_dtype_for(config.amp, device), device_type=device.type,
             )  # fmt: skip
         return step_by_state[state]
 
@@ -764,6 +768,7 @@ def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str
         "tta": config.tta, "tta_views": len(TTA_VIEWS[config.tta]),
         "weights": "ema" if run.ema is not None else "raw", "ema_decay": config.ema_decay,
         "train_precision": str(run.amp_dtype or torch.float32).removeprefix("torch."),
+        "amp_probe": run.amp_probe,
         "params": run.params, "macs": run.macs, "input_size": list(run.input_size),
         "train_time_s": round(state.train_time_s, 2),
         "fit_time_s": round(state.fit_time_s, 2),
