@@ -179,6 +179,14 @@ def replanned(
     return RunConfig.model_validate(updated), epoch_s
 
 
+def endless_batches(
+    make: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches for timing steps, epoch after epoch, from ``make()`` (one epoch's iterator)."""
+    while True:
+        yield from make()
+
+
 def time_steps(
     model: nn.Module,
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],

@@ -79,14 +79,6 @@ def fastest_amp(
     return chosen, {"chosen": chosen, "step_s": step_s, "candidates": candidates}
 
 
-def probe_batches(
-    make: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches for timing, epoch after epoch, from ``make()`` (one epoch's iterator)."""
-    while True:
-        yield from make()
-
-
 def time_precision(
     model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
     batches: Iterator[tuple[torch.Tensor, torch.Tensor]], loss_fn: Callable, *,

@@ -516,7 +516,7 @@ def _resolve_amp(
     gen = torch.Generator().manual_seed(config.seed + 98)
     time_step = precision.time_precision(
         model, lambda m: build_optimizer(init.optimizer_params(m, config), config),
-        precision.probe_batches(lambda: data.train_batches(gen)), loss_fn,
+        budget.endless_batches(lambda: data.train_batches(gen)), loss_fn,
         ema_decay=config.ema_decay, device_type=device.type,
         sync=torch.cuda.synchronize if device.type == "cuda" else (lambda: None),
     )  # fmt: skip
@@ -541,10 +541,6 @@ def _resolve_budget(
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(config.seed + 99)
 
-    def batches():  # as many as the timing needs, epoch after epoch
-        while True:
-            yield from data.train_batches(gen)
-
     # A gradual transfer child's steps get dearer as groups unfreeze (its head-only first
     # epoch is several times cheaper than its last): each state the budget reaches is timed
     # (timed frozen only, a 2-minute budget ran 4.6 minutes; timed fully unfrozen only, it used
@@ -558,7 +554,8 @@ def _resolve_budget(
             init.on_epoch_start(model, config, epoch)
             step_by_state[state] = budget.time_steps(
                 model, lambda m: build_optimizer(init.optimizer_params(m, config), config),
-                batches(), loss_fn, ema_decay=config.ema_decay, sync=sync,
+                budget.endless_batches(lambda: data.train_batches(gen)), loss_fn,
+                ema_decay=config.ema_decay, sync=sync,
                 amp_dtype=amp_dtype_for(config.amp, device), device_type=device.type,
             )  # fmt: skip
         return step_by_state[state]
