@@ -11,6 +11,7 @@ import yaml
 from cnnbench.models import create_model
 from cnnbench.train import load_config, train
 from cnnbench.train import precision as precision_mod
+from cnnbench.train.budget import endless_batches
 from cnnbench.train.precision import amp_dtype_for, fastest_amp, time_precision
 
 CPU = torch.device("cpu")
@@ -58,7 +59,8 @@ def test_amp_choices_map_to_dtypes(monkeypatch):
 def test_timing_a_precision_leaves_the_model_untouched():
     model = create_model("lenet5", num_classes=10)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    batches = iter([(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))] * 40)
+    batch = (torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)))
+    batches = endless_batches(lambda: iter([batch]))  # as many as a full second of steps needs
     step = time_precision(model, lambda m: torch.optim.SGD(m.parameters(), lr=0.1), batches,
                           torch.nn.functional.cross_entropy, ema_decay=0.9,
                           sync=lambda: None, device_type="cpu")  # fmt: skip
