@@ -225,8 +225,7 @@ class RunConfig(BaseModel):
         "auto",
         description="mixed precision of the training step (auto: bf16 on CUDA and on CPUs with "
         "AMX bf16 units, else off; fastest: time a few real steps in float32 and in bf16 and "
-        "train in the faster, written to config.yaml: depthwise nets can be slower in bf16 on a "
-        "CPU); CPU evaluation is always float32",
+        "train in the faster, written to config.yaml); CPU evaluation is always float32",
     )
     channels_last: Literal["auto", "on", "off"] = Field(
         "auto", description="channels_last memory format (auto: on; faster on CPU and GPU)"

@@ -2,14 +2,14 @@
 
 ``auto`` decides by hardware: bf16 on CUDA and on CPUs with bf16 matrix units (Intel AMX),
 float32 elsewhere. That is right for networks of standard convolutions (a ResNet-20 step is
-~1.8x faster in bf16 on this project's AMX VM) but not for every network: depthwise
-convolutions gain little from AMX, and the reduced MobileNetV2's bf16 step was slower than
-its float32 one there (64 vs 77 img/s, 66 vs 87 img/s over whole epochs), while MobileNetV2
-x0.5's was faster (194 vs 135). ``fastest`` therefore measures: it times a few real steps
-of the run's own model, batch and optimizer in each precision this machine can run fast and
-trains in the faster one. The choice and its timings are written down (``config.yaml`` gets
-the chosen ``amp``; the summary gets ``amp_probe``), so the run is reproducible and a resumed
-run keeps it.
+~1.8x faster in bf16 on this project's AMX VM); for depthwise nets the gain is smaller and
+the evidence mixed (the reduced MobileNetV2 averaged 66 img/s over a bf16 run's epochs and 90
+over a float32 run's, in different sittings and loads, yet steps timed back to back on a
+quiet machine put bf16 1.2-1.3x ahead). ``fastest`` therefore measures: it times a few real
+steps of the run's own model, batch and optimizer in each precision this machine can run
+fast and trains in the faster one. The choice and its timings are written down
+(``config.yaml`` gets the chosen ``amp``; the summary gets ``amp_probe``), so the run is
+reproducible and a resumed run keeps it.
 """
 
 from __future__ import annotations
