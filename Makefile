@@ -20,14 +20,16 @@ install: $(VENV)/.installed
 
 install-dev: $(VENV)/.installed-dev
 
+# --no-cache-dir: torch 2.14 is a CUDA build (~5.5 GB in the venv); a second copy in pip's
+# cache filled a CI machine's disk once (Errno 28 during install).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet --no-cache-dir --upgrade pip
+	$(PY) -m pip install --quiet --no-cache-dir -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-cache-dir -e '.[dev]'
 	touch $@
 
 test: install-dev
