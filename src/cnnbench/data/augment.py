@@ -250,6 +250,8 @@ class BatchIterator:
     alternates them over epochs with it.
     `degrade` (a :class:`Degrade`) adds camera noise/blur to the normalised batch; its draws
     come from a generator seeded once per pass from `generator`, so resumes stay exact.
+    `soft` (one row per image of `x`, e.g. a teacher's log-probabilities for distillation)
+    is gathered in the same order as `y` and yielded third: `(x, y, soft)` batches.
     `shard=(rank, world)` keeps every `world`-th image of each batch, starting at `rank`:
     the ranks of a data-parallel job draw the same order and augmentation, and together
     see exactly the batches a single process would (see `cnnbench.train.distributed`).
@@ -274,6 +276,7 @@ class BatchIterator:
         shard: tuple[int, int] | None = None,
         flips: torch.Tensor | None = None,
         degrade: Degrade | None = None,
+        soft: torch.Tensor | None = None,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -304,6 +307,9 @@ class BatchIterator:
         if flips is not None and (flips.dtype != torch.bool or len(flips) != len(x)):
             raise ValueError("flips must be a bool tensor with one entry per image of x")
         self.flips = flips.cpu() if flips is not None else None
+        if soft is not None and len(soft) != len(x):
+            raise ValueError(f"soft has {len(soft)} rows but x has {len(x)} images")
+        self.soft = soft
         self._scale, self._shift = _affine(mean, std, self.device)
         self.degrade = degrade
         self._std = torch.as_tensor(std, dtype=torch.float32)
@@ -333,7 +339,7 @@ class BatchIterator:
             params = AugmentParams(params.dy, params.dx, self.flips[order.cpu()].to(params.flip))
         return order, params
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order, params = self.epoch_order()
         degrade_gen = None
         if self.degrade is not None:  # one draw from the pass's generator seeds the whole pass
@@ -357,4 +363,8 @@ class BatchIterator:
             xb = _apply_affine(xb, self._scale, self._shift, self.dtype, self.channels_last)
             if degrade_gen is not None:
                 xb = self.degrade(xb, self._std, degrade_gen)
-            yield xb, yb
+            if self.soft is not None:
+                sb = self.soft.index_select(0, y_order[s].to(self.soft.device))
+                yield xb, yb, sb.to(self.device, non_blocking=True)
+            else:
+                yield xb, yb

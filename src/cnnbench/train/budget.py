@@ -180,8 +180,8 @@ def replanned(
 
 
 def endless_batches(
-    make: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor]]],
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    make: Callable[[], Iterator[tuple[torch.Tensor, ...]]],
+) -> Iterator[tuple[torch.Tensor, ...]]:
     """Batches for timing steps, epoch after epoch, from ``make()`` (one epoch's iterator)."""
     while True:
         yield from make()
@@ -190,7 +190,7 @@ def endless_batches(
 def time_steps(
     model: nn.Module,
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterator[tuple[torch.Tensor, ...]],
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     *,
     warmup: int = 2,
@@ -224,12 +224,12 @@ def time_steps(
     while len(times) < timed or sum(times) < min_seconds:
         t0 = time.perf_counter()
         try:
-            x, y = next(batches)
+            x, y, *extra = next(batches)
         except StopIteration:
             raise ConfigError("the training split has too few batches to time a budget") from None
         with torch.autocast(device_type, dtype=amp_dtype or torch.float32,
                             enabled=amp_dtype is not None):  # fmt: skip
-            loss = loss_fn(trial(x), y)
+            loss = loss_fn(trial(x), y, *extra)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -210,6 +210,21 @@ class RunConfig(BaseModel):
     bn_freeze_scale: bool = Field(
         False, description="freeze every BatchNorm scale at 1 (only the shift is learned)"
     )
+    teacher: str | None = Field(
+        None,
+        description="knowledge distillation: a zoo model, finished run directory or .pt "
+        "checkpoint of this dataset whose flip-averaged predictions on the training split "
+        "(computed once, inside the budget) the model also learns from",
+    )
+    distill_alpha: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="weight of the teacher's soft targets in the loss (with --teacher)",
+    )
+    distill_temperature: float = Field(
+        4.0, gt=0, description="softmax temperature of the distillation term (with --teacher)"
+    )
     data_init_images: int = Field(
         5000,
         ge=1,

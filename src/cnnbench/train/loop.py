@@ -19,25 +19,27 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def train_one_epoch(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[tuple[torch.Tensor, ...]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     *,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
     on_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over ``batches``: mean train loss and accuracy (a fraction), and their sums."""
+    """One pass over ``batches``: mean train loss and accuracy (a fraction), and their sums.
+
+    A batch is ``(x, y)`` or ``(x, y, *targets)``; ``loss_fn(logits, y, *targets)``."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for x, y in batches:
+    for x, y, *extra in batches:  # extra: per-image targets such as a teacher's (distill)
         with autocast(device, amp_dtype):
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = loss_fn(logits, y, *extra)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()

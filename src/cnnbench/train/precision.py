@@ -81,7 +81,7 @@ def fastest_amp(
 
 def time_precision(
     model: nn.Module, make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], loss_fn: Callable, *,
+    batches: Iterator[tuple[torch.Tensor, ...]], loss_fn: Callable, *,
     ema_decay: float | None, sync: Callable[[], None], device_type: str,
 ) -> Callable[[torch.dtype | None], float]:  # fmt: skip
     """``time_step(dtype)`` for :func:`fastest_amp`: ``budget.time_steps`` on a copy of

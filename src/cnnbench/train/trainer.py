@@ -45,7 +45,7 @@ from cnnbench.profile import count_macs, count_params
 from cnnbench.progress import progress as progress_bar
 from cnnbench.progress import write as progress_write
 from cnnbench.rundir import RunDir, is_complete, read_summary
-from cnnbench.train import budget, precision, transfer
+from cnnbench.train import budget, distill, precision, transfer
 from cnnbench.train.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from cnnbench.train.config import ConfigError, RunConfig, dump_config, execution_only_fields
 from cnnbench.train.distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_from_env
@@ -101,6 +101,9 @@ class _Data:
         self, ds: ImageDataset, config: RunConfig, device: torch.device, dist_info: DistInfo
     ):
         self.classes = list(ds.classes)
+        self.dataset = config.dataset
+        # A teacher's tempered log-probabilities, one row per training image (distillation).
+        self.teacher_logp: torch.Tensor | None = None
         mean, std = ds.mean_std()
         self.mean, self.std = tuple(mean), tuple(std)
         n = ds.x_train.shape[0]
@@ -148,7 +151,7 @@ class _Data:
             self.x_train, self.y_train, self.batch_size, shuffle=True, augment=self.augment,
             mean=self.mean, std=self.std, generator=generator, drop_last=False,
             device=self.device, channels_last=self.channels_last, shard=self.shard,
-            flips=self.epoch_flips(epoch), degrade=self.degrade,
+            flips=self.epoch_flips(epoch), degrade=self.degrade, soft=self.teacher_logp,
         )  # fmt: skip
 
     def eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> BatchIterator:
@@ -278,6 +281,7 @@ class _Run:
     state: TrainState
     calibration: dict[str, Any] | None
     amp_probe: dict[str, Any] | None  # --amp fastest: the step timings that chose the precision
+    distill: dict[str, Any] | None  # --teacher: where the soft targets came from, their cost
     progress: bool
 
     @property
@@ -305,7 +309,7 @@ class _Run:
             "classes": data.classes, "mean": list(data.mean), "std": list(data.std),
             "input_size": list(self.input_size), "dataset": config.dataset,
             "weights": "ema" if self.ema is not None else "raw", "budget": self.calibration,
-            "amp_probe": self.amp_probe,
+            "amp_probe": self.amp_probe, "distill": self.distill,
         }  # fmt: skip
         if self.ema is not None:
             ckpt["train_model"] = self.model.state_dict()
@@ -421,20 +425,25 @@ def _prepare(
     input_size = tuple(ds.x_train.shape[1:])
 
     model, spec, params, macs = _build_model(config, ckpt, init, data, device, input_size)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    loss_fn = _loss_fn(config)
+    teacher = _attach_teacher(config, data, rundir, device)
 
     amp_probe = ckpt.get("amp_probe") if ckpt is not None else None
     if config.amp == "fastest":
         config, amp_probe = _resolve_amp(config, model, data, init, loss_fn, device)
     calibration = None
     if config.budget_minutes is not None and ckpt is None:
-        config, calibration = _resolve_budget(config, model, data, init, loss_fn, device)
+        spent_s = teacher[1]["seconds"] if teacher is not None else 0.0
+        config, calibration = _resolve_budget(config, model, data, init, loss_fn, device, spent_s)
         if calibration["train_subset"] is not None:  # the budget cut the training split
             data = _Data(ds, config, device, dist_info)
+            teacher = _attach_teacher(config, data, rundir, device)  # for the subset's images
     barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
     if dist_info.is_main:
         rundir.path.mkdir(parents=True, exist_ok=True)
         dump_config(config, rundir.config_path)
+        if teacher is not None and not teacher[1]["cached"]:
+            distill.save_teacher_logits(rundir.path / distill.TEACHER_FILE, *teacher)
 
     optimizer = build_optimizer(init.optimizer_params(model, config), config)
     steps = -(-data.x_train.shape[0] // config.batch_size)
@@ -448,6 +457,7 @@ def _prepare(
         scaler=torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None,
         loss_fn=loss_fn, spec=spec, params=params, macs=macs, input_size=input_size,
         state=TrainState(), calibration=calibration, amp_probe=amp_probe, progress=progress,
+        distill=_distill_facts(config, teacher),
     )  # fmt: skip
     if ckpt is not None:
         run.restore(ckpt)
@@ -457,6 +467,35 @@ def _prepare(
         text = "".join(json.dumps(m) + "\n" for m in run.state.history)
         write_text_atomic(rundir.metrics_path, text)
     return run
+
+
+def _loss_fn(config: RunConfig) -> nn.Module:
+    if config.teacher is None:
+        return nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    return distill.DistillLoss(config.distill_alpha, config.distill_temperature,
+                               label_smoothing=config.label_smoothing)  # fmt: skip
+
+
+def _attach_teacher(
+    config: RunConfig, data: _Data, rundir: RunDir, device: torch.device
+) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """``--teacher``: its logits on the training split (computed, or read from the run
+    folder on a resume), tempered into ``data.teacher_logp``; (logits, facts) or None."""
+    if config.teacher is None:
+        return None
+    logits, facts = distill.teacher_logits(
+        config.teacher, data, rundir.path / distill.TEACHER_FILE, device
+    )
+    data.teacher_logp = distill.tempered_log_probs(logits, config.distill_temperature).to(device)
+    return logits, facts
+
+
+def _distill_facts(
+    config: RunConfig, teacher: tuple[torch.Tensor, dict[str, Any]] | None
+) -> dict[str, Any] | None:
+    if teacher is None:
+        return None
+    return {**teacher[1], "alpha": config.distill_alpha, "temperature": config.distill_temperature}
 
 
 def _build_model(
@@ -534,8 +573,11 @@ def _resolve_budget(
     init: ScratchInit | TransferInit,
     loss_fn: nn.Module,
     device: torch.device,
+    spent_s: float = 0.0,
 ) -> tuple[RunConfig, dict[str, Any]]:
-    """Time real steps on this machine, then fix ``epochs`` to what the budget allows."""
+    """Time real steps on this machine, then fix ``epochs`` to what the budget allows.
+    ``spent_s``: seconds of the budget already spent before the first epoch (a teacher's
+    targets)."""
     assert config.budget_minutes is not None
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     t0 = time.perf_counter()
@@ -567,7 +609,12 @@ def _resolve_budget(
                                             data.y_val[: config.eval_batch_size])))  # fmt: skip
         eval_s = budget.time_eval(model, xb, sync=sync) * math.ceil(n_val / config.eval_batch_size)
     n_train = data.x_train.shape[0]
-    budget_s = config.budget_minutes * 60
+    budget_s = config.budget_minutes * 60 - spent_s
+    if budget_s <= 0:
+        raise ConfigError(
+            f"the teacher's targets took {spent_s:.0f} s, the whole {config.budget_minutes:g}-"
+            "minute budget; give a larger budget"
+        )
     epochs, subset = budget.plan_budget(budget_s, step_s, eval_s, n_train, config.batch_size,
                                         steady_from=steady_from)  # fmt: skip
     epoch_s = -(-n_train // config.batch_size) * step_s(1) + eval_s
@@ -580,7 +627,7 @@ def _resolve_budget(
             f"not more than warmup_epochs ({config.warmup_epochs}); give a larger budget"
         )
     resolved = RunConfig.model_validate({**config.model_dump(), **updates})
-    info = {"budget_s": budget_s, "step_s": step_s(1), "eval_s": eval_s, "steady_from": steady_from,
+    info = {"budget_s": budget_s, "spent_before_s": round(spent_s, 2), "step_s": step_s(1), "eval_s": eval_s, "steady_from": steady_from,
             "step_s_by_state": {str(k): v for k, v in step_by_state.items()},
             "epoch_s_estimate": epoch_s, "epochs": epochs,
             "train_subset": updates.get("train_subset"),
@@ -777,6 +824,7 @@ def _summarise(run: _Run, test: dict[str, Any], command: str | None) -> dict[str
         "git_commit": env["git_commit"],
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "transfer": config.transfer.model_dump(mode="json") if config.transfer else None,
+        "distill": run.distill,
         "world_size": run.dist_info.world_size,
     }  # fmt: skip
     if "test_acc_tta" in test:
