@@ -166,3 +166,17 @@ def test_each_cards_create_model_line_loads_that_entry(name):
     net = create_model(model, pretrained=dataset)
     want = RunDir(zoo.root() / name).load_checkpoint()["model"]["head.weight"].float()
     torch.testing.assert_close(net.head.weight, want)
+
+
+def test_a_distilled_entrys_card_names_its_teacher_and_what_it_cost(tmp_zoo):
+    from cnnbench.zoo.build import card_markdown
+
+    _, card, _ = tmp_zoo
+    assert "distilled from" not in card_markdown(card)
+    facts = {"teacher": "fastnet_base-cifar10", "teacher_model": "fastnet", "images": 45000,
+             "teacher_sha256": "ab" * 32, "alpha": 0.9, "temperature": 4.0, "seconds": 61.4}  # fmt: skip
+    text = card_markdown({**card, "distill": facts})
+    assert (
+        "| distilled from | `fastnet_base-cifar10` (fastnet, best.pt sha256 `abababababab`)" in text
+    )
+    assert "45,000 training images took 61 s inside the budget" in text

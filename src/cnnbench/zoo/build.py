@@ -215,7 +215,7 @@ def _card(name: str, summary: dict[str, Any], dest: RunDir) -> dict[str, Any]:
             "test_acc", "test_acc_se", "test_acc_tta", "test_acc_tta_se", "tta", "tta_views",
             "weights", "params", "macs", "train_time_s", "fit_time_s", "budget_minutes",
             "images_per_s", "load_average", "device", "threads", "versions", "git_commit",
-            "command")  # fmt: skip
+            "command", "distill")  # fmt: skip
     return {"name": name, **{k: summary.get(k) for k in keys},
             "sha256": sha256_of(dest.checkpoint_path("best")),
             "size_bytes": dest.checkpoint_path("best").stat().st_size,
@@ -246,6 +246,14 @@ def _ratio_text(ref: dict[str, Any] | None) -> str:
             f"({ref['rounds']} rounds, {ref['iters']} calls each)")  # fmt: skip
 
 
+def _distill_text(d: dict[str, Any]) -> str:
+    return (f"`{d['teacher']}` ({d.get('teacher_model')}, best.pt sha256 "
+            f"`{str(d.get('teacher_sha256'))[:12]}`), alpha {d['alpha']:g}, temperature "
+            f"{d['temperature']:g}; its flip-averaged logits on the {d['images']:,} training "
+            f"images took {d['seconds']:.0f} s inside the budget; the teacher's own training "
+            "is not counted in the training time")  # fmt: skip
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     """The card as Markdown."""
     lat = card.get("latency") or {}
@@ -263,6 +271,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         ("command", f"`{card['command']}`"),
         ("training time", f"{(card.get('fit_time_s') or card['train_time_s']) / 60:.1f} min on "
                           f"{card['device']}, {card['threads']} threads (load {card.get('load_average')})"),
+        *([("distilled from", _distill_text(card["distill"]))] if card.get("distill") else []),
         ("commit", f"`{card.get('git_commit')}`"),
         ("test accuracy", f"{_pct(card['test_acc'], card.get('test_acc_se'))} (validation-selected "
                           f"{card.get('weights')} weights, best epoch {card['best_epoch']}; "
