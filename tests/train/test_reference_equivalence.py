@@ -131,8 +131,9 @@ def _cnnbench_losses(model, x, y, batch_size, steps, channels_last) -> list[floa
     ]
 
 
-def _reference_losses(bench, model, x, y, batch_size, steps) -> list[float]:
-    transform = bench.reference_transform(CIFAR10_MEAN, CIFAR10_STD, augment=False)
+def _reference_losses(bench, model, x, y, batch_size, steps, transform=None) -> list[float]:
+    if transform is None:
+        transform = bench.reference_transform(CIFAR10_MEAN, CIFAR10_STD, augment=False)
     loader = DataLoader(bench.PILCifar(x, y, transform), batch_size=batch_size, shuffle=False)
     optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
     return bench.reference_train_steps(
@@ -140,14 +141,24 @@ def _reference_losses(bench, model, x, y, batch_size, steps) -> list[float]:
     )
 
 
-def _compare_loops(bench, x, y, name, kwargs, channels_last, batch_size, steps, atol):
+def _same_floats_as_ours(img) -> torch.Tensor:
+    """A reference transform that yields exactly the floats cnnbench's normalize yields."""
+    from torchvision.transforms import functional as TF
+
+    return normalize(TF.pil_to_tensor(img)[None], CIFAR10_MEAN, CIFAR10_STD)[0]
+
+
+def _compare_loops(bench, x, y, name, kwargs, channels_last, batch_size, steps, atol,
+                   transform=None):  # fmt: skip
     torch.manual_seed(0)
     model = create_model(name, **kwargs)
     ref_model = copy.deepcopy(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+        if transform is not None:  # same inputs: then the same kernels too
+            ref_model = ref_model.to(memory_format=torch.channels_last)
     ours = _cnnbench_losses(model, x, y, batch_size, steps, channels_last)
-    ref = _reference_losses(bench, ref_model, x, y, batch_size, steps)
+    ref = _reference_losses(bench, ref_model, x, y, batch_size, steps, transform)
     assert len(ours) == len(ref) == steps
     assert ours[0] != ours[-1]  # the weights did move
     torch.testing.assert_close(torch.tensor(ours), torch.tensor(ref), rtol=0, atol=atol)
@@ -163,19 +174,20 @@ def test_same_losses_for_five_sgd_steps_lenet5(bench, images, kwargs, channels_l
     _compare_loops(bench, x, y, "lenet5", kwargs, channels_last, 16, steps=5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("channels_last", "steps"), [(False, 4), (True, 2)])
-def test_same_losses_mobilenetv2_reduced(bench, cifar10, channels_last, steps):
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_losses_mobilenetv2_reduced(bench, cifar10, channels_last):
     """The same with BatchNorm and depthwise convs, on real CIFAR-10 images.
 
-    The inputs of the two pipelines differ by float rounding (about 1e-7, see above), and
-    batch statistics amplify that step after step; so fewer steps than LeNet, and fewer still
-    in channels_last, whose oneDNN kernels sum in another order (after 3 steps the gap there
-    is about 5e-4 and grows: the trajectories separate, the maths is the same).
+    This net is chaotic at these settings: the two pipelines' inputs differ by float rounding
+    (about 1e-7, tested above), and batch statistics of near-constant channels amplify that
+    about a thousandfold a step (on an AMD EPYC, 2e-7 -> 4e-4 -> 3e-2 over steps 2-4; a Xeon
+    stayed under 2e-5). So here the reference DataLoader is handed exactly the floats that
+    cnnbench normalises to, and the two loops must then agree on every step.
     """
     idx = torch.randperm(len(cifar10.y_train), generator=torch.Generator().manual_seed(0))[:128]
     x, y = cifar10.x_train[idx], cifar10.y_train[idx]
-    _compare_loops(bench, x, y, "mobilenetv2_reduced", SMALL_MNV2, channels_last, 32, steps,
-                   atol=2e-5)  # fmt: skip
+    _compare_loops(bench, x, y, "mobilenetv2_reduced", SMALL_MNV2, channels_last, 32, 4,
+                   atol=1e-6, transform=_same_floats_as_ours)  # fmt: skip
 
 
 @pytest.mark.gpu
