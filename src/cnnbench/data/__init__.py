@@ -8,7 +8,14 @@ it = BatchIterator(ds.x_train, ds.y_train, 512, shuffle=True, augment=Augment(),
                    indices=train_idx)
 """
 
-from cnnbench.data.augment import Augment, AugmentParams, BatchIterator, Degrade, normalize
+from cnnbench.data.augment import (
+    Augment,
+    AugmentParams,
+    BatchIterator,
+    Cutout,
+    Degrade,
+    normalize,
+)
 from cnnbench.data.dataset import (
     ImageDataset,
     channel_mean_std,
@@ -36,6 +43,7 @@ __all__ = [
     "Augment",
     "AugmentParams",
     "BatchIterator",
+    "Cutout",
     "DataError",
     "DataWarning",
     "Degrade",

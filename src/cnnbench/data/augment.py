@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["Augment", "AugmentParams", "BatchIterator", "Degrade", "normalize"]
+__all__ = ["Augment", "AugmentParams", "BatchIterator", "Cutout", "Degrade", "normalize"]
 
 _PADDING_MODES = ("reflect", "zeros")
 
@@ -170,6 +170,47 @@ def normalize(
     return _apply_affine(x, scale, shift, dtype, channels_last)
 
 
+class Cutout:
+    """Cutout (DeVries & Taylor 2017): a ``size`` x ``size`` square of every image set to 0.
+
+    It runs on the normalised batch, so 0 is the dataset's mean colour, as in the paper.
+    Each square's centre is uniform over the image and the square is clipped at the border
+    (so near an edge less is cut), one square per image and pass. ``sample`` draws the
+    centres of a whole pass at once; ``apply`` masks a batch with its rows of them: one
+    broadcast comparison per batch, no per-image Python.
+    """
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"cutout size must be >= 1 pixel, got {size}")
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"Cutout({self.size})"
+
+    def sample(self, n: int, height: int, width: int, generator: torch.Generator) -> torch.Tensor:
+        """(n, 2) int64 centres (row, column), on the generator's device."""
+        kw = {"generator": generator, "device": generator.device}
+        return torch.stack([torch.randint(0, height, (n,), **kw),
+                            torch.randint(0, width, (n,), **kw)], 1)  # fmt: skip
+
+    def mask(self, centres: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """(B, 1, H, W) bool: True inside each image's square."""
+        lo = centres.to(torch.int64) - self.size // 2  # (B, 2): top and left edges
+        rows = torch.arange(height, device=centres.device)[None]
+        cols = torch.arange(width, device=centres.device)[None]
+        in_r = (rows >= lo[:, :1]) & (rows < lo[:, :1] + self.size)
+        in_c = (cols >= lo[:, 1:]) & (cols < lo[:, 1:] + self.size)
+        return in_r[:, None, :, None] & in_c[:, None, None, :]
+
+    def apply(self, x: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+        """Zero each image's square in a normalised (B, C, H, W) batch (a new tensor)."""
+        if x.ndim != 4 or len(centres) != len(x):
+            raise ValueError(f"expected a (B, C, H, W) batch and B centres, got "
+                             f"{tuple(x.shape)} and {tuple(centres.shape)}")  # fmt: skip
+        return x.masked_fill(self.mask(centres.to(x.device), x.shape[2], x.shape[3]), 0)
+
+
 class Degrade:
     """What a camera does to a frame, as training augmentation: Gaussian noise and blur.
 
@@ -248,6 +289,9 @@ class BatchIterator:
     `indices` restricts the pass to those samples (e.g. the train part of a split).
     `flips` (bool, one per image of `x`) replaces the random flips of the pass: a trainer
     alternates them over epochs with it.
+    `cutout` (a :class:`Cutout`) zeroes a square of each normalised image; its centres come
+    from a generator seeded once per pass from `generator` (after `degrade`'s seed), drawn
+    for the whole pass in order, so shards and resumes see the same squares.
     `degrade` (a :class:`Degrade`) adds camera noise/blur to the normalised batch; its draws
     come from a generator seeded once per pass from `generator`, so resumes stay exact.
     `soft` (one row per image of `x`, e.g. a teacher's log-probabilities for distillation)
@@ -277,6 +321,7 @@ class BatchIterator:
         flips: torch.Tensor | None = None,
         degrade: Degrade | None = None,
         soft: torch.Tensor | None = None,
+        cutout: Cutout | None = None,
     ) -> None:
         if x.dtype != torch.uint8 or x.ndim != 4:
             raise ValueError(f"x must be uint8 (N, C, H, W), got {x.dtype} {tuple(x.shape)}")
@@ -285,7 +330,10 @@ class BatchIterator:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         needs_rng = (
-            shuffle or degrade is not None or (augment is not None and not augment.is_identity)
+            shuffle
+            or degrade is not None
+            or cutout is not None
+            or (augment is not None and not augment.is_identity)
         )
         if needs_rng and generator is None:
             raise ValueError(
@@ -312,6 +360,7 @@ class BatchIterator:
         self.soft = soft
         self._scale, self._shift = _affine(mean, std, self.device)
         self.degrade = degrade
+        self.cutout = cutout
         self._std = torch.as_tensor(std, dtype=torch.float32)
 
     @property
@@ -346,6 +395,13 @@ class BatchIterator:
             assert self.generator is not None
             seed = int(torch.randint(2**62, (1,), generator=self.generator))
             degrade_gen = torch.Generator().manual_seed(seed)
+        centres = None
+        if self.cutout is not None:  # the same: one draw seeds the squares of the pass
+            assert self.generator is not None
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            h, w = self.x.shape[2:]
+            centres = self.cutout.sample(len(order), h, w, torch.Generator().manual_seed(seed))
+            centres = centres.to(self.device)
         order = order.to(self.x.device)
         y_order = order.to(self.y.device)
         if params is not None:
@@ -361,6 +417,8 @@ class BatchIterator:
             if self.augment is not None and params is not None:
                 xb = self.augment.apply(xb, params[s])
             xb = _apply_affine(xb, self._scale, self._shift, self.dtype, self.channels_last)
+            if centres is not None:
+                xb = self.cutout.apply(xb, centres[s])
             if degrade_gen is not None:
                 xb = self.degrade(xb, self._std, degrade_gen)
             if self.soft is not None:

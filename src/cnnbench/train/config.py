@@ -133,6 +133,12 @@ class RunConfig(BaseModel):
     crop_padding: int = Field(
         4, ge=0, description="padding of the random crop (= largest translation), in pixels"
     )
+    cutout: int = Field(
+        0,
+        ge=0,
+        description="Cutout (DeVries & Taylor 2017): side in pixels of a square set to the "
+        "mean colour at a random place in each training image, every pass; 0 = off",
+    )
     flip: Literal["random", "alternate"] = Field(
         "random",
         description="horizontal flips: random per image and epoch, or alternate (random in "

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from cnnbench.data import BatchIterator, ImageDataset, load_dataset, train_val_split
-from cnnbench.data.augment import Augment, Degrade, normalize
+from cnnbench.data.augment import Augment, Cutout, Degrade, normalize
 from cnnbench.env import environment
 from cnnbench.fileio import write_json_atomic, write_text_atomic
 from cnnbench.models import create_model
@@ -132,6 +132,7 @@ class _Data:
         # training step on this project's 2-core CPU (benchmarks/RESULTS.md).
         self.channels_last = config.channels_last != "off"
         self.augment = Augment(crop_padding=config.crop_padding) if config.augment else None
+        self.cutout = Cutout(config.cutout) if config.cutout else None
         self.degrade = (Degrade(config.degrade, p=config.degrade_p)
                         if config.degrade != "off" else None)  # fmt: skip
         self.alternate_flips = config.augment and config.flip == "alternate"
@@ -152,6 +153,7 @@ class _Data:
             mean=self.mean, std=self.std, generator=generator, drop_last=False,
             device=self.device, channels_last=self.channels_last, shard=self.shard,
             flips=self.epoch_flips(epoch), degrade=self.degrade, soft=self.teacher_logp,
+            cutout=self.cutout,
         )  # fmt: skip
 
     def eval_batches(self, x: torch.Tensor, y: torch.Tensor) -> BatchIterator:
