@@ -113,6 +113,19 @@ def test_alternating_flips_invert_every_epoch():
     assert _toy_data(flip="random").epoch_flips(1) is None
 
 
+def test_cutout_option_reaches_the_training_batches_only():
+    """--cutout S: every training batch is cut (images of 4x4 with S=2: at least 1 of 16
+    pixels at the mean, 0), validation batches never; off by default."""
+    data = _toy_data(cutout=2, augment=False)
+    gen = torch.Generator().manual_seed(0)
+    cut = torch.cat([xb for xb, _ in data.train_batches(gen)])
+    assert cut.eq(0).all(1).flatten(1).sum(1).min() >= 1
+    plain = torch.cat([xb for xb, _ in _toy_data(augment=False).train_batches(gen)])
+    assert plain.eq(0).all(1).flatten(1).sum(1).max() == 0  # no toy pixel sits at the mean
+    val = torch.cat([xb for xb, _ in data.eval_batches(data.x_val, data.y_val)])
+    assert val.eq(0).all(1).sum() == 0
+
+
 def test_batch_iterator_uses_the_given_flips():
     n = 16
     x = torch.arange(n * 3 * 2 * 2, dtype=torch.uint8).view(n, 3, 2, 2)
