@@ -90,6 +90,20 @@ def test_evaluate_a_run_directory_and_its_checkpoint_file(tmp_path, data_dir, ca
     assert "no checkpoint at" in capsys.readouterr().err
 
 
+def test_evaluate_takes_a_zoo_name(capsys, data_dir):
+    """`cnnbench evaluate NAME` reads the shipped weights and re-measures the card's accuracy
+    on the full test split; an unknown name is the one-line error listing the zoo."""
+    from cnnbench import zoo
+
+    assert main(["evaluate", "lenet5_relu-cifar10", "--data-dir", str(data_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert sum(map(sum, result["confusion_matrix"])) == 10_000
+    card = next(c for c in zoo.cards() if c["name"] == "lenet5_relu-cifar10")
+    assert abs(result["test_acc"] - card["shipped_test_acc"]) < 1e-3
+    assert main(["evaluate", "no_such_model-cifar10"]) == 2
+    assert "zoo model" in capsys.readouterr().err
+
+
 def test_key_value_options_share_one_parser():
     """--set (study) and --model-arg (train, transfer): KEY=VALUE, VALUE parsed as YAML."""
     parsed = parse_key_values(["a=1", " b = [1, 2]", "c=relu", "d="], "--x")

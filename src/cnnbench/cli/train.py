@@ -120,15 +120,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cnnbench.cli.bench import run_arg
     from cnnbench.train import evaluate_run
 
-    result = evaluate_run(
-        args.run, checkpoint=args.checkpoint, data_dir=args.data_dir, device=args.device
-    )
+    # a folder or a .pt as given; otherwise a zoo name (or the one-line error)
+    run = args.run if Path(args.run).exists() else run_arg(args.run, args.checkpoint).path
+    result = evaluate_run(run, checkpoint=args.checkpoint, data_dir=args.data_dir,
+                          device=args.device)  # fmt: skip
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    checkpoint = rundir.RunDir(args.run).checkpoint_path(args.checkpoint).name
+    checkpoint = rundir.RunDir(run).checkpoint_path(args.checkpoint).name
     print(
         f"{result['run']} ({checkpoint}, epoch {result['epoch']}): "
         f"test accuracy {result['test_acc']:.2%}, loss {result['test_loss']:.4f}"
@@ -179,7 +181,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="test accuracy, per-class accuracy, confusion matrix",
         description="Evaluate a run's checkpoint on its dataset's full test split.",
     )
-    p.add_argument("run", type=Path, help="run directory (or a .pt checkpoint)")
+    p.add_argument(
+        "run", type=Path, help="run directory, .pt checkpoint or zoo name (cnnbench zoo)"
+    )
     p.add_argument(
         "--checkpoint",
         choices=("best", "last"),
