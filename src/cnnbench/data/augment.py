@@ -388,19 +388,19 @@ class BatchIterator:
             params = AugmentParams(params.dy, params.dx, self.flips[order.cpu()].to(params.flip))
         return order, params
 
+    def _pass_generator(self) -> torch.Generator:
+        """A CPU generator for one pass, seeded by one draw from ``generator``."""
+        assert self.generator is not None
+        seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        return torch.Generator().manual_seed(seed)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         order, params = self.epoch_order()
-        degrade_gen = None
-        if self.degrade is not None:  # one draw from the pass's generator seeds the whole pass
-            assert self.generator is not None
-            seed = int(torch.randint(2**62, (1,), generator=self.generator))
-            degrade_gen = torch.Generator().manual_seed(seed)
+        degrade_gen = self._pass_generator() if self.degrade is not None else None
         centres = None
-        if self.cutout is not None:  # the same: one draw seeds the squares of the pass
-            assert self.generator is not None
-            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+        if self.cutout is not None:
             h, w = self.x.shape[2:]
-            centres = self.cutout.sample(len(order), h, w, torch.Generator().manual_seed(seed))
+            centres = self.cutout.sample(len(order), h, w, self._pass_generator())
             centres = centres.to(self.device)
         order = order.to(self.x.device)
         y_order = order.to(self.y.device)

@@ -191,7 +191,7 @@ def time_steps(
     model: nn.Module,
     make_optimizer: Callable[[nn.Module], torch.optim.Optimizer],
     batches: Iterator[tuple[torch.Tensor, ...]],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[..., torch.Tensor],
     *,
     warmup: int = 2,
     timed: int = 5,
