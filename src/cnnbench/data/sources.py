@@ -19,7 +19,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from cnnbench.data.decode_pool import decode_all
+from cnnbench.fileio import write_atomic
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -213,25 +213,14 @@ def _read_cache(entry: Path, path: Path, stat: os.stat_result) -> dict[str, Any]
     return arrays
 
 
-def _write_atomic(target: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_cache(entry: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write the arrays then `meta.json` (its presence marks the entry complete), atomically."""
     try:
         entry.mkdir(parents=True, exist_ok=True)
         for k, a in arrays.items():
-            _write_atomic(entry / f"{k}.npy", lambda f, a=a: np.save(f, a, allow_pickle=False))
+            write_atomic(entry / f"{k}.npy", lambda f, a=a: np.save(f, a, allow_pickle=False))
         meta = {**meta, "arrays": sorted(arrays)}
-        _write_atomic(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
+        write_atomic(entry / "meta.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except OSError as e:
         warnings.warn(
             f"could not write the decoded cache {entry} ({e}); the next load decodes again. "
