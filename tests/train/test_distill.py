@@ -191,6 +191,46 @@ def test_the_teachers_seconds_come_out_of_the_budget(data_dir, tmp_path, trained
     assert math.isclose(got["budget"]["budget_s"], 6.0 - spent, rel_tol=1e-9)
 
 
+def test_a_budget_that_cuts_the_split_takes_the_subsets_rows_without_a_second_teacher_pass(
+    data_dir, tmp_path, trained_run, monkeypatch
+):
+    from cnnbench.train import budget as budget_mod
+
+    calls = []
+    real = distill_mod.teacher_logits
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distill_mod, "teacher_logits", counted)
+    monkeypatch.setattr(budget_mod, "plan_budget", lambda *a, **k: (1, 120))  # the cut, fixed
+    got = train(_cfg(data_dir, "cut", str(trained_run), budget_minutes=5), runs_dir=tmp_path,
+                progress=False)  # fmt: skip
+    assert len(calls) == 1 and got["train_images"] == 120
+    facts = got["distill"]
+    cache = torch.load(tmp_path / "cut" / "teacher.pt", weights_only=True)
+    assert facts["images"] == cache["facts"]["images"] == 120
+    assert cache["logits"].shape == (120, 10)
+    # The rows are the teacher's predictions on the subset's own images, and the fingerprint
+    # is the subset's: computed afresh on the subset here, they agree.
+    fresh = distill_mod.teacher_logits(str(trained_run), _subset_data(data_dir, trained_run),
+                                       tmp_path / "none.pt", torch.device("cpu"))  # fmt: skip
+    assert torch.allclose(cache["logits"], fresh[0], atol=1e-5)
+    for key in ("train_images_sha256", "teacher_train_acc", "images"):
+        assert facts[key] == fresh[1][key]
+
+
+def _subset_data(data_dir, trained_run):
+    from cnnbench.data import load_dataset
+    from cnnbench.train.distributed import DistInfo
+    from cnnbench.train.trainer import _Data
+
+    cfg = _cfg(data_dir, "x", str(trained_run), train_subset=120)
+    ds = load_dataset("cifar10", data_dir=data_dir, show_progress=False)
+    return _Data(ds, cfg, torch.device("cpu"), DistInfo())
+
+
 def test_a_missing_or_foreign_teacher_fails_before_the_run_folder_exists(
     data_dir, tmp_path, trained_run
 ):

@@ -38,7 +38,7 @@ from cnnbench.train.errors import ConfigError
 
 __all__ = [
     "TEACHER_FILE", "DistillLoss", "check_teacher", "load_teacher", "save_teacher_logits",
-    "teacher_logits", "tempered_log_probs",
+    "subset_facts", "teacher_logits", "tempered_log_probs",
 ]  # fmt: skip
 
 TEACHER_FILE = "teacher.pt"
@@ -166,6 +166,17 @@ def teacher_logits(
         "seconds": round(time.perf_counter() - t0, 2), "cached": False,
     }  # fmt: skip
     return logits, facts
+
+
+def subset_facts(facts: dict[str, Any], logits: torch.Tensor, data: Any) -> dict[str, Any]:
+    """``facts`` for the rows ``logits`` of ``data``'s training split (a budget's subset):
+    the images, their fingerprint and the teacher's accuracy on them; the seconds stay those
+    the teacher spent."""
+    y = data.y_train.to(logits.device)
+    return {
+        **facts, "images": len(y), "train_images_sha256": _images_hash(data),
+        "teacher_train_acc": round((logits.argmax(1) == y).float().mean().item(), 5),
+    }  # fmt: skip
 
 
 def tempered_log_probs(logits: torch.Tensor, temperature: float) -> torch.Tensor:

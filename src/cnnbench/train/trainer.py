@@ -119,6 +119,7 @@ class _Data:
             test_idx = (
                 torch.randperm(len(test_idx), generator=gen)[: config.test_subset].sort().values
             )
+        self.train_idx = train_idx  # which of the dataset's images, in this order
         self.x_train, self.y_train = (
             ds.x_train[train_idx].to(device),
             ds.y_train[train_idx].to(device),
@@ -438,8 +439,8 @@ def _prepare(
         spent_s = teacher[1]["seconds"] if teacher is not None else 0.0
         config, calibration = _resolve_budget(config, model, data, init, loss_fn, device, spent_s)
         if calibration["train_subset"] is not None:  # the budget cut the training split
-            data = _Data(ds, config, device, dist_info)
-            teacher = _attach_teacher(config, data, rundir, device)  # for the subset's images
+            full, data = data, _Data(ds, config, device, dist_info)
+            teacher = _subset_teacher(config, teacher, full, data, rundir, device)
     barrier(dist_info)  # every rank has looked at the folder before rank 0 writes to it
     if dist_info.is_main:
         rundir.path.mkdir(parents=True, exist_ok=True)
@@ -488,6 +489,30 @@ def _attach_teacher(
     logits, facts = distill.teacher_logits(
         config.teacher, data, rundir.path / distill.TEACHER_FILE, device
     )
+    data.teacher_logp = distill.tempered_log_probs(logits, config.distill_temperature).to(device)
+    return logits, facts
+
+
+def _subset_teacher(
+    config: RunConfig,
+    teacher: tuple[torch.Tensor, dict[str, Any]] | None,
+    full: _Data,
+    data: _Data,
+    rundir: RunDir,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, Any]] | None:
+    """The teacher's targets for the subset a budget cut ``full``'s training split down to:
+    its rows of the logits already computed (the teacher is not run a second time)."""
+    if teacher is None:
+        return None
+    n = int(max(full.train_idx.max(), data.train_idx.max())) + 1
+    row_of = torch.full((n,), -1, dtype=torch.long)  # dataset image -> row of the logits
+    row_of[full.train_idx] = torch.arange(len(full.train_idx))
+    rows = row_of[data.train_idx]
+    if bool((rows < 0).any()):  # not a subset of the images the teacher saw: run it again
+        return _attach_teacher(config, data, rundir, device)
+    logits = teacher[0][rows.to(teacher[0].device)]
+    facts = distill.subset_facts(teacher[1], logits, data)
     data.teacher_logp = distill.tempered_log_probs(logits, config.distill_temperature).to(device)
     return logits, facts
 
