@@ -180,3 +180,25 @@ def test_an_optimistic_timing_is_corrected_by_the_real_epochs(data_dir, tmp_path
     assert first == {"after_epoch": 1, "from_epochs": planned, "to_epochs": first["to_epochs"]}
     assert summary["epochs"] < planned / 10
     assert len(_rows(tmp_path / "x" / "metrics.jsonl")) == summary["epochs"]
+
+
+def test_a_subset_run_whose_epochs_are_faster_than_timed_adds_epochs_on_its_subset(
+    data_dir, tmp_path, monkeypatch
+):
+    # The plan: 2 epochs of a 120-image subset (fewer than FILL_BELOW fit); the real epochs
+    # are faster, and after the first the run adds epochs instead of leaving the budget unused.
+    monkeypatch.setattr(budget_mod, "plan_budget", lambda *a, **k: (2, 120))
+    asked = []
+
+    def faster(budget_s, spent_s, epoch, epochs, epoch_s, **kw):
+        asked.append(epoch)
+        return 4 if epoch == 1 else None
+
+    monkeypatch.setattr(budget_mod, "replan", faster)
+    cfg = load_config({**_base(data_dir, "sub").model_dump(), "warmup_epochs": 0})
+    summary = train(cfg, runs_dir=tmp_path, progress=False)
+    written = yaml.safe_load((tmp_path / "sub" / "config.yaml").read_text())
+    assert written["train_subset"] == summary["train_images"] == 120  # the subset is kept
+    assert written["epochs"] == summary["epochs"] == 4
+    assert written["budget_replans"] == [{"after_epoch": 1, "from_epochs": 2, "to_epochs": 4}]
+    assert asked == [1, 2, 3] and len(_rows(tmp_path / "sub" / "metrics.jsonl")) == 4
