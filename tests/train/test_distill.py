@@ -108,6 +108,16 @@ def _cfg(data_dir, name, teacher=None, **kw):
                         "name": name, "teacher": teacher, **kw})  # fmt: skip
 
 
+def _train_data(data_dir, cfg):
+    """The run's splits as the trainer builds them from ``cfg``."""
+    from cnnbench.data import load_dataset
+    from cnnbench.train.distributed import DistInfo
+    from cnnbench.train.trainer import _Data
+
+    ds = load_dataset("cifar10", data_dir=data_dir, show_progress=False)
+    return _Data(ds, cfg, torch.device("cpu"), DistInfo())
+
+
 def _rows(run):
     keys = ("train_loss", "val_loss", "val_acc", "lr")
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -135,15 +145,10 @@ def test_a_distilled_run_learns_from_the_teachers_train_split_predictions(
 
     # The cached logits are the teacher's flip-averaged predictions on the training split:
     # recomputed here from the teacher and the split's images.
-    from cnnbench.data import load_dataset
     from cnnbench.data.augment import normalize
     from cnnbench.rundir import load_model_from
-    from cnnbench.train.distributed import DistInfo
-    from cnnbench.train.trainer import _Data
 
-    cfg = _cfg(data_dir, "student", str(trained_run))
-    ds = load_dataset("cifar10", data_dir=data_dir, show_progress=False)
-    data = _Data(ds, cfg, torch.device("cpu"), DistInfo())
+    data = _train_data(data_dir, _cfg(data_dir, "student", str(trained_run)))
     teacher, _ = load_model_from(trained_run)
     x = normalize(data.x_train, data.mean, data.std)
     with torch.inference_mode():
@@ -214,21 +219,12 @@ def test_a_budget_that_cuts_the_split_takes_the_subsets_rows_without_a_second_te
     assert cache["logits"].shape == (120, 10)
     # The rows are the teacher's predictions on the subset's own images, and the fingerprint
     # is the subset's: computed afresh on the subset here, they agree.
-    fresh = distill_mod.teacher_logits(str(trained_run), _subset_data(data_dir, trained_run),
-                                       tmp_path / "none.pt", torch.device("cpu"))  # fmt: skip
+    subset = _train_data(data_dir, _cfg(data_dir, "x", str(trained_run), train_subset=120))
+    fresh = distill_mod.teacher_logits(str(trained_run), subset, tmp_path / "none.pt",
+                                       torch.device("cpu"))  # fmt: skip
     assert torch.allclose(cache["logits"], fresh[0], atol=1e-5)
     for key in ("train_images_sha256", "teacher_train_acc", "images"):
         assert facts[key] == fresh[1][key]
-
-
-def _subset_data(data_dir, trained_run):
-    from cnnbench.data import load_dataset
-    from cnnbench.train.distributed import DistInfo
-    from cnnbench.train.trainer import _Data
-
-    cfg = _cfg(data_dir, "x", str(trained_run), train_subset=120)
-    ds = load_dataset("cifar10", data_dir=data_dir, show_progress=False)
-    return _Data(ds, cfg, torch.device("cpu"), DistInfo())
 
 
 def test_a_missing_or_foreign_teacher_fails_before_the_run_folder_exists(

@@ -16,9 +16,9 @@ timed, as far as the budget reaches. The real time is recorded beside the budget
 A few seconds of timed steps cannot see a machine that drifts over an hour, so after each
 epoch past the warm-up the run compares its real epochs with the budget, and when it would miss
 it by more than ``REPLAN_TOLERANCE`` it re-plans its epochs (:func:`replanned`; a subset run
-keeps its subset): the schedule
-decays from where it is to zero at the new end, and the re-plan is written to ``config.yaml``
-(``budget_replans``), so the run is still reproducible from that file.
+keeps its subset): the schedule decays from where it is to zero at the new end, and the
+re-plan is written to ``config.yaml`` (``budget_replans``), so the run is still reproducible
+from that file.
 """
 
 from __future__ import annotations
@@ -157,10 +157,10 @@ def replanned(
 
     A run on a budget's subset of the training split re-plans its epochs too, on the same
     subset (its timed steps can be as wrong as anyone's: the reduced MobileNetV2's 30-minute
-    budget planned 3 epochs whose first ran at a pace of about 16 minutes for all three). Never inside its warm-up (which is laid out on the first
-    plan), never while
-    a gradual transfer child's steps still change cost, and at most once after each epoch (a
-    resumed run does not re-decide an epoch it has decided)."""
+    budget planned 3 epochs whose first ran at a pace of about 21 minutes for all three).
+    Never inside its warm-up (which is laid out on the first plan), never while a gradual
+    transfer child's steps still change cost, and at most once after each epoch (a resumed
+    run does not re-decide an epoch it has decided)."""
     epoch = len(history)
     if config.budget_minutes is None or calibration is None:
         return None
